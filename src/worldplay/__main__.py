@@ -1,0 +1,5 @@
+import sys
+
+from worldplay.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""The ``worldplay`` command: each subcommand parses its arguments and calls library code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from worldplay.errors import WorldplayError
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``64`` or ``64x48`` (height x width)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW, e.g. 64 or 64x64") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW with sides >= 8")
+    return parts[0], parts[1]
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 1")
+    return n
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from worldplay.data.record import record
+    from worldplay.data.sources import make_policy, make_source
+
+    source = make_source(args.source, size=args.size, frameskip=args.frameskip, max_steps=args.steps)
+    try:
+        policy = make_policy(args.policy, source.action_names, fps=source.fps)
+        written = record(
+            source, policy, args.out, episodes=args.episodes, steps=args.steps, seed=args.seed, progress=not args.quiet
+        )
+    finally:
+        source.close()
+    frames = 0
+    if written:
+        from worldplay.data.format import open_dataset
+
+        ds = open_dataset(args.out)
+        names = {p.stem for p in written}
+        frames = sum(n for n, name in zip(ds.episode_lengths, ds.episode_names, strict=True) if name in names)
+    print(f"recorded {len(written)} episodes ({frames} frames) into {args.out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from worldplay.data.importer import import_videos
+
+    names = [a.strip() for a in args.action_names.split(",")] if args.action_names else None
+    written = import_videos(
+        args.videos,
+        args.actions,
+        args.out,
+        action_names=names,
+        size=args.size,
+        fps=args.fps,
+        game=args.game,
+        progress=not args.quiet,
+    )
+    print(f"imported {len(written)} episodes into {args.out}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from worldplay.data.format import open_dataset, summarize, temporary_files, validate_dataset
+
+    if args.action == "info":
+        info = summarize(open_dataset(args.dataset))
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return 0
+        mb = info["size_on_disk_bytes"] / 1e6
+        ratio = info["compression_ratio"]
+        el = info["episode_length"]
+        print(f"dataset      {info['path']}  (format v{info['format_version']}, {info['fingerprint']})")
+        print(f"games        {', '.join(info['games']) or '-'}")
+        print(f"frames       {info['frames']} of {'x'.join(map(str, info['frame_shape']))} at {info['fps']:g} fps")
+        print(f"episodes     {info['episodes']} (length min {el['min']}, mean {el['mean']:.0f}, max {el['max']})")
+        print(f"on disk      {mb:.1f} MB, frames compressed {ratio:.1f}x" if ratio else f"on disk      {mb:.1f} MB")
+        print("actions")
+        total = max(1, info["frames"])
+        for name, n in info["actions"].items():
+            bar = "#" * round(40 * n / total)
+            print(f"  {name:>14} {n:9d} {100 * n / total:5.1f}% {bar}")
+        return 0
+    ds, problems = validate_dataset(args.dataset)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    leftovers = temporary_files(args.dataset)
+    if leftovers:
+        print(
+            f"note: {len(leftovers)} leftover temporary file(s) of interrupted writes in "
+            f"{args.dataset}/episodes (invisible to readers; safe to delete)",
+            file=sys.stderr,
+        )
+    if problems:
+        print(f"{args.dataset}: INVALID, {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    assert ds is not None
+    print(f"{args.dataset}: OK, {len(ds)} episodes, {ds.num_frames} frames, every byte checked")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from worldplay import bench
+
+    if args.what == "data":
+        result = bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing")
+        print(json.dumps(result, indent=2) if args.json else bench.format_data(result))
+        return 0
+    raise WorldplayError(f"worldplay bench {args.what}: not available in this version; use 'data'")
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from worldplay.data.sources import ToyGame
+    from worldplay.play import play_source
+
+    if args.checkpoint is not None:
+        raise WorldplayError(
+            f"{args.checkpoint}: this version of worldplay cannot load trained worlds yet; "
+            "run `worldplay play` without a checkpoint to play the built-in toy game"
+        )
+    print(
+        "No trained world ships with this version yet: playing the built-in toy game itself "
+        "(real game logic, not a world model). Arrow keys move, Esc quits.",
+        file=sys.stderr,
+    )
+    frames = play_source(
+        ToyGame(max_steps=10**9),
+        title="worldplay: toy game (no trained world yet)",
+        seed=args.seed,
+        headless=args.headless,
+        keys=args.keys,
+        video=args.video,
+    )
+    if args.video:
+        print(f"wrote {len(frames)} frames to {args.video}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="worldplay", description="Play, record and train interactive world models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("record", help="record gameplay episodes into a dataset")
+    r.add_argument("--source", required=True, help="toy, or ale:<GameId> (e.g. ale:Boxing)")
+    r.add_argument("--policy", default="sticky", help="random | sticky | human | pkg.module:function (default sticky)")
+    r.add_argument("--episodes", type=_positive, default=1)
+    r.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="frames per episode at most (default: until the game ends; toy: 1000)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="episode i uses seed S+i")
+    r.add_argument("--size", type=_size, default=(64, 64), help="frame size N or HxW (default 64)")
+    r.add_argument("--frameskip", type=_positive, default=4, help="ALE frame skip (default 4: 15 fps)")
+    r.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_record)
+
+    i = sub.add_parser("import", help="import video files and action logs into a dataset")
+    i.add_argument("--videos", required=True, help="folder of NAME.mp4 / NAME.gif / NAME/ (PNG frames)")
+    i.add_argument("--actions", required=True, help="folder of NAME.csv / NAME.jsonl, one row per frame")
+    i.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    i.add_argument("--action-names", help="comma-separated action set, e.g. NOOP,UP,DOWN (required for a new dataset)")
+    i.add_argument("--size", type=_size, default=(64, 64), help="frame size N or HxW (default 64)")
+    i.add_argument("--fps", type=float, default=15.0)
+    i.add_argument("--game", default=None, help="game name stored in each episode's metadata")
+    i.add_argument("--quiet", action="store_true")
+    i.set_defaults(func=cmd_import)
+
+    d = sub.add_parser("data", help="inspect or validate a dataset")
+    d.add_argument("action", choices=["info", "validate"])
+    d.add_argument("dataset")
+    d.add_argument("--json", action="store_true", help="info as JSON")
+    d.set_defaults(func=cmd_data)
+
+    b = sub.add_parser("bench", help="measure speed on this machine")
+    b.add_argument("what", choices=["data"])
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--no-ale", action="store_true", help="skip the Atari recording benchmark")
+    b.set_defaults(func=cmd_bench)
+
+    pl = sub.add_parser("play", help="play a world with the arrow keys")
+    pl.add_argument("checkpoint", nargs="?", default=None)
+    pl.add_argument("--headless", action="store_true", help="no window: play --keys and write --video")
+    pl.add_argument("--keys", default=None, help="scripted actions, e.g. 'RIGHT*20,UP*10,NOOP*5'")
+    pl.add_argument("--video", default=None, help="write what was played to this MP4 or GIF")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.set_defaults(func=cmd_play)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WorldplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

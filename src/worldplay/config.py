@@ -1,0 +1,194 @@
+"""Configuration: frozen dataclasses per part, loaded from TOML, overridden with ``--set``.
+
+A config file has one table per part (``[data]``, ...). Every key is checked
+against the dataclass it fills: an unknown key, a value of the wrong type or a
+value out of range is refused with an error that names the file, the key and
+what is allowed, before anything is built or compiled.
+
+    cfg = load_config("configs/toy.toml", ["data.batch_size=8"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from worldplay.errors import ConfigError
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Where the gameplay comes from and how it is cut into training windows."""
+
+    dataset: str = "data/toy"  # dataset folder, relative to the working directory
+    window: int = 16  # frames per training sequence (T)
+    batch_size: int = 32  # sequences per batch, over all processes (B)
+    holdout: float = 0.1  # fraction of episodes held out for evaluation, chosen by hash of episode and seed
+    seed: int = 0  # shuffling and split seed
+    num_threads: int = 2  # Grain reader threads per process
+
+    def __post_init__(self) -> None:
+        _require(self.window >= 1, "data.window", f"must be >= 1, got {self.window}")
+        _require(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(0.0 <= self.holdout < 1.0, "data.holdout", f"must be in [0, 1), got {self.holdout}")
+        _require(0 <= self.seed < 2**32, "data.seed", f"must be in [0, 2**32), got {self.seed}")
+        _require(self.num_threads >= 0, "data.num_threads", f"must be >= 0, got {self.num_threads}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    """A whole run: one field per part."""
+
+    name: str = "run"  # run name; outputs go to runs/<name>
+    data: DataConfig = DataConfig()
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Building dataclasses from plain mappings
+# ---------------------------------------------------------------------------
+
+
+def _convert(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table of {typ.__name__} settings, got {value!r}")
+        return _build(typ, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(typ)
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(typ)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config field {key} has unsupported type {typ!r}")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in values.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if k not in fields:
+            close = difflib.get_close_matches(k, sorted(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            where = f"[{prefix}]" if prefix else "the top level"
+            raise ConfigError(f"{key}: unknown key{hint} (keys in {where}: {', '.join(sorted(fields))})")
+        kwargs[k] = _convert(v, hints[k], key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        if prefix and not str(e).startswith(prefix):
+            raise ConfigError(f"{prefix}.{e}") from None
+        raise
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set data.batch_size=8")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string: --set name=boxing
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as TOML, else taken as strings)."""
+    out = _deepcopy(values)
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a table")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deepcopy(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
+def config_from_dict(values: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
+    return _build(Config, apply_overrides(dict(values), overrides))
+
+
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
+    """Load a TOML config, apply ``--set`` overrides and validate everything.
+
+    Errors name the file and the key: ``configs/toy.toml: data.window: must be >= 1, got 0``.
+    """
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (see configs/ for examples)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain JSON-able data (tuples become lists)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,1 @@
+"""Gameplay data: the dataset format, sources and policies, recording, import and loading."""

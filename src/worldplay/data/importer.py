@@ -1,0 +1,266 @@
+"""Import video files and per-episode action logs into a dataset (``worldplay import``).
+
+``VIDEOS/NAME.mp4`` (or ``.gif``, other ffmpeg formats, or a folder ``NAME/`` of
+PNG frames) pairs with ``ACTIONS/NAME.csv`` or ``ACTIONS/NAME.jsonl``: one row per
+frame, row ``t`` holding the action taken at frame ``t`` (by name or index) and
+optionally its ``reward`` and ``terminal``.
+
+Everything is checked before anything becomes visible: all logs are parsed first,
+then each video is decoded and staged. Any error (missing or extra rows, unknown
+action, unreadable video, frame count mismatch, empty input) names the file and
+line, and leaves the output exactly as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from worldplay.data.format import DatasetWriter, fsync_dir, open_dataset
+from worldplay.data.sources import resize_frame
+from worldplay.errors import DatasetError, ImportInputError
+from worldplay.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, iter_video
+
+LOG_SUFFIXES = (".csv", ".jsonl")
+_TRUE = {"1", "true", "yes", "t", "y"}
+_FALSE = {"0", "false", "no", "f", "n", ""}
+
+
+@dataclasses.dataclass
+class ActionLog:
+    path: Path
+    actions: np.ndarray  # [T] int32
+    rewards: np.ndarray | None  # [T] float32
+    terminals: np.ndarray | None  # [T] bool
+    lines: list[int]  # file line of each row, for error messages
+
+
+def _action_index(value: object, names: Sequence[str], where: str) -> int:
+    if isinstance(value, bool):
+        raise ImportInputError(f"{where}: action {value!r} is neither a name nor an index")
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        i = int(value)
+        if not 0 <= i < len(names):
+            raise ImportInputError(f"{where}: action index {i} out of range [0, {len(names)})")
+        return i
+    if isinstance(value, str) and value.strip() in names:
+        return names.index(value.strip())
+    raise ImportInputError(f"{where}: unknown action {value!r}; known actions: {', '.join(names)}")
+
+
+def _parse_bool(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ImportInputError(f"{where}: terminal {value!r} is not true/false/1/0")
+
+
+def _parse_float(value: object, where: str) -> float:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ImportInputError(f"{where}: reward {value!r} is not a number") from None
+    if not np.isfinite(x):
+        raise ImportInputError(f"{where}: reward {value!r} is not finite")
+    return x
+
+
+def _rows_csv(path: Path) -> list[tuple[int, dict[str, object]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [h.strip() for h in (reader.fieldnames or [])]
+        if "action" not in fields:
+            raise ImportInputError(
+                f"{path} line 1: the header must name an 'action' column (got {fields or 'nothing'}); "
+                "e.g. 'action,reward,terminal'"
+            )
+        reader.fieldnames = fields
+        rows = []
+        for row in reader:
+            if None in row:
+                raise ImportInputError(f"{path} line {reader.line_num}: more values than header columns")
+            if all((v or "").strip() == "" for v in row.values()):
+                continue
+            rows.append((reader.line_num, dict(row)))
+    return rows
+
+
+def _rows_jsonl(path: Path) -> list[tuple[int, dict[str, object]]]:
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ImportInputError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or "action" not in obj:
+                raise ImportInputError(f'{path} line {n}: expected an object with an "action" key')
+            rows.append((n, obj))
+    return rows
+
+
+def read_action_log(path: str | os.PathLike[str], action_names: Sequence[str]) -> ActionLog:
+    """Parse one action log; errors name the file and line."""
+    path = Path(path)
+    try:
+        rows = _rows_csv(path) if path.suffix.lower() == ".csv" else _rows_jsonl(path)
+    except UnicodeDecodeError:
+        raise ImportInputError(f"{path}: not a text file") from None
+    except csv.Error as e:
+        raise ImportInputError(f"{path}: not valid CSV ({e})") from None
+    if not rows:
+        raise ImportInputError(f"{path}: no rows; an action log needs one row per video frame")
+    names = list(action_names)
+    actions = [_action_index(r.get("action"), names, f"{path} line {n}") for n, r in rows]
+    has_reward = any(str(r.get("reward", "")).strip() != "" for _, r in rows)
+    has_terminal = any(str(r.get("terminal", "")).strip() != "" for _, r in rows)
+    rewards = (
+        np.array([_parse_float(r.get("reward", 0.0), f"{path} line {n}") for n, r in rows], np.float32)
+        if has_reward
+        else None
+    )
+    terminals = (
+        np.array([_parse_bool(r.get("terminal", False), f"{path} line {n}") for n, r in rows], bool)
+        if has_terminal
+        else None
+    )
+    return ActionLog(path, np.array(actions, np.int32), rewards, terminals, [n for n, _ in rows])
+
+
+def find_pairs(videos: Path, actions: Path) -> list[tuple[Path, Path]]:
+    """Match ``VIDEOS/NAME.ext`` (or ``NAME/`` of PNGs) with ``ACTIONS/NAME.csv|jsonl``."""
+    for d, what in ((videos, "--videos"), (actions, "--actions")):
+        if not d.is_dir():
+            raise ImportInputError(f"{what} {d}: no such folder")
+    vids: dict[str, Path] = {}
+    for p in sorted(videos.iterdir()):
+        if p.name.startswith("."):
+            continue
+        is_frames = p.is_dir() and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir())
+        if is_frames or (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES):
+            if p.stem in vids:
+                raise ImportInputError(f"{p}: two videos named {p.stem!r} ({vids[p.stem].name} and {p.name})")
+            vids[p.stem] = p
+    logs: dict[str, Path] = {}
+    for p in sorted(actions.iterdir()):
+        if p.is_file() and p.suffix.lower() in LOG_SUFFIXES:
+            if p.stem in logs:
+                raise ImportInputError(f"{p}: two action logs named {p.stem!r}")
+            logs[p.stem] = p
+    if not vids:
+        raise ImportInputError(
+            f"--videos {videos}: no videos found (expected {', '.join(VIDEO_SUFFIXES)} files or folders of PNG frames)"
+        )
+    for stem, v in vids.items():
+        if stem not in logs:
+            raise ImportInputError(f"{v}: no action log; expected {actions / stem}.csv or .jsonl")
+    for stem, a in logs.items():
+        if stem not in vids:
+            raise ImportInputError(f"{a}: no video named {stem!r} in {videos}")
+    return [(vids[s], logs[s]) for s in sorted(vids)]
+
+
+def _decode(video: Path, log: ActionLog, size: tuple[int, int]) -> np.ndarray:
+    n_rows = len(log.actions)
+    frames = []
+    try:
+        for frame in iter_video(video):
+            if len(frames) == n_rows:
+                raise ImportInputError(
+                    f"{log.path}: {n_rows} rows but {video} has more frames; "
+                    "an action log needs exactly one row per frame"
+                )
+            frames.append(resize_frame(frame, size))
+    except ImportInputError:
+        raise
+    except Exception as e:  # any decoder failure: name the file, keep the cause
+        raise ImportInputError(f"{video}: unreadable video ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise ImportInputError(f"{video}: no frames could be read")
+    if len(frames) < n_rows:
+        raise ImportInputError(
+            f"{log.path} line {log.lines[len(frames)]}: extra row; {video} has only {len(frames)} "
+            f"frames and the log has {n_rows} rows (one row per frame)"
+        )
+    return np.stack(frames)
+
+
+def import_videos(
+    videos: str | os.PathLike[str],
+    actions: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    action_names: Sequence[str] | None = None,
+    size: tuple[int, int] = (64, 64),
+    fps: float = 15.0,
+    game: str | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Import every video/log pair into ``out`` (created or appended to). All or nothing."""
+    videos, actions, out = Path(videos), Path(actions), Path(out)
+    pairs = find_pairs(videos, actions)
+    existing = (out / "dataset.json").exists()
+    if existing:
+        ds = open_dataset(out)
+        if action_names is not None and tuple(action_names) != ds.action_names:
+            raise DatasetError(
+                f"{out}: existing dataset has actions {list(ds.action_names)}, --action-names gives "
+                f"{list(action_names)}"
+            )
+        action_names = ds.action_names
+        if ds.frame_shape[:2] != tuple(size):
+            raise DatasetError(f"{out}: existing dataset has {ds.frame_shape[:2]} frames, --size gives {size}")
+    elif action_names is None:
+        raise ImportInputError(
+            "--action-names is required for a new dataset, e.g. --action-names NOOP,UP,DOWN,LEFT,RIGHT "
+            "(row values in the logs are these names or their indices)"
+        )
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"{out}: exists and is not a worldplay dataset; choose another --out")
+    logs = [read_action_log(a, list(action_names)) for _, a in pairs]  # all logs first: cheap
+
+    # A new dataset is built in a hidden sibling folder and renamed into place at the
+    # end; an existing one gets staged episodes that are committed only at the end.
+    target = out if existing else out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    if not existing:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    writer = DatasetWriter.create(target, frame_shape=(*size, 3), action_names=action_names, fps=fps)
+    staged: list[Path] = []
+    try:
+        for (video, _), log in tqdm(list(zip(pairs, logs, strict=True)), desc="import", disable=not progress):
+            frames = _decode(video, log, size)
+            meta = {"source": "import", "video": video.name, "actions_log": log.path.name, "fps": fps}
+            if game:
+                meta["game"] = game
+            staged.append(
+                writer.stage_episode(frames, log.actions, rewards=log.rewards, terminals=log.terminals, meta=meta)
+            )
+        if existing:
+            return [writer.commit(s) for s in staged]
+        paths = [writer.commit(s) for s in staged]
+        if out.exists():  # an empty folder given as --out
+            out.rmdir()
+        os.rename(target, out)
+        fsync_dir(out.parent)
+        return [out / "episodes" / p.name for p in paths]
+    except BaseException:
+        for s in staged:
+            writer.discard(s)
+        if not existing:
+            shutil.rmtree(target, ignore_errors=True)
+        raise

@@ -1,0 +1,365 @@
+"""Gameplay sources (the built-in toy world, any Atari game) and the policies that play them.
+
+A source is a game: ``reset(seed) -> frame`` and ``step(action) -> (frame, reward,
+terminated, truncated)``, frames uint8 [H, W, 3]. A policy maps the frame it sees to
+an action index. ``make_source("toy" | "ale:Boxing")`` and
+``make_policy("random" | "sticky" | "human" | "pkg.module:fn", ...)`` build them
+from the command-line names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from PIL import Image
+
+from worldplay.errors import WorldplayError
+
+StepResult = tuple[np.ndarray, float, bool, bool]
+
+
+class Source(Protocol):
+    action_names: tuple[str, ...]
+    frame_shape: tuple[int, int, int]
+    fps: float
+
+    def reset(self, seed: int) -> np.ndarray: ...
+    def step(self, action: int) -> StepResult: ...
+    def metadata(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class StopRecording(Exception):
+    """Raised by an interactive policy when the person asks to stop (Esc, closing the window)."""
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB frame to ``(H, W)`` with a box (area-average) filter; no-op if already that size.
+
+    The box filter averages every source pixel that falls in a target pixel, which
+    keeps thin sprites visible when Atari's 210x160 frames shrink to 64x64.
+    """
+    h, w = size
+    if frame.shape[:2] == (h, w):
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BOX))
+
+
+# ---------------------------------------------------------------------------
+# The toy world
+# ---------------------------------------------------------------------------
+
+
+class ToyGame:
+    """A small deterministic game in numpy, the fixture for every learning test.
+
+    64x64 frames. A yellow player square moves 4 px per frame in the direction of
+    the action and is stopped by grey walls; a red ball flies on its own and bounces
+    off walls (so its next position needs the history, not just the last frame);
+    the background scrolls one pixel to the left every frame. Touching the ball
+    gives reward 1 and respawns it. Everything is fixed by the seed.
+    """
+
+    ACTIONS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT")
+    _MOVES: ClassVar[dict[int, tuple[int, int]]] = {0: (0, 0), 1: (-1, 0), 2: (1, 0), 3: (0, -1), 4: (0, 1)}  # (dy, dx)
+    SIZE = 64
+    PLAYER = 8
+    BALL = 4
+    SPEED = 4
+    WALL = (96, 96, 104)
+    PLAYER_COLOR = (250, 220, 40)
+    BALL_COLOR = (230, 40, 40)
+
+    def __init__(self, size: int = 64, max_steps: int = 1000):
+        self.action_names = self.ACTIONS
+        self.frame_shape = (size, size, 3)
+        self.fps = 15.0
+        self.max_steps = max_steps
+        self._out_size = size
+        self.reset(0)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"source": "toy", "game": "toy", "frameskip": 1, "fps": self.fps}
+
+    def close(self) -> None:
+        pass
+
+    # -- level -----------------------------------------------------------------
+    def reset(self, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        self._rng = rng
+        S = self.SIZE
+        # Background: two-colour diagonal stripes plus speckle, twice as wide so a
+        # scrolling 64-pixel view is a slice.
+        c0 = rng.integers(10, 60, 3)
+        c1 = rng.integers(40, 110, 3)
+        yy, xx = np.mgrid[0:S, 0 : 2 * S]
+        period = int(rng.choice([8, 16]))
+        stripes = ((xx + yy) // (period // 2)) % 2
+        tex = np.where(stripes[..., None] == 1, c1, c0).astype(np.int16)
+        tex += rng.integers(-12, 13, (S, 2 * S, 1)).astype(np.int16)
+        tex[:, S:] = tex[:, :S]  # seamless wrap
+        self._tex = np.clip(tex, 0, 255).astype(np.uint8)
+        # Walls: a border and a few blocks.
+        wall = np.zeros((S, S), bool)
+        wall[:4], wall[-4:], wall[:, :4], wall[:, -4:] = True, True, True, True
+        for _ in range(int(rng.integers(2, 5))):
+            h, w = int(rng.integers(4, 13)), int(rng.integers(4, 13))
+            y, x = int(rng.integers(8, S - 8 - h)), int(rng.integers(8, S - 8 - w))
+            wall[y : y + h, x : x + w] = True
+        self._wall = wall
+        self._wall_idx = np.nonzero(wall)
+        self._player = self._free_spot(self.PLAYER)
+        self._ball = self._free_spot(self.BALL)
+        self._ball_v = np.array([rng.choice([-2, -1, 1, 2]), rng.choice([-2, 2])])
+        self._t = 0
+        return self._render()
+
+    def _free_spot(self, size: int) -> np.ndarray:
+        while True:
+            pos = self._rng.integers(4, self.SIZE - 4 - size, 2)
+            if not self._hits_wall(pos, size):
+                return pos
+
+    def _hits_wall(self, pos: np.ndarray, size: int) -> bool:
+        y, x = int(pos[0]), int(pos[1])
+        return bool(self._wall[y : y + size, x : x + size].any())
+
+    # -- dynamics --------------------------------------------------------------
+    def step(self, action: int) -> StepResult:
+        if not 0 <= int(action) < len(self.ACTIONS):
+            raise WorldplayError(f"toy game: action {action} out of range [0, {len(self.ACTIONS)})")
+        dy, dx = self._MOVES[int(action)]
+        for s in range(self.SPEED, 0, -1):  # move as far as the walls allow
+            nxt = self._player + np.array([dy * s, dx * s])
+            if not self._hits_wall(nxt, self.PLAYER):
+                self._player = nxt
+                break
+        # The ball moves on its own and bounces off walls, one axis at a time.
+        for axis in (0, 1):
+            nxt = self._ball.copy()
+            nxt[axis] += self._ball_v[axis]
+            if self._hits_wall(nxt, self.BALL):
+                self._ball_v[axis] = -self._ball_v[axis]
+            else:
+                self._ball = nxt
+        reward = 0.0
+        if self._overlap(self._player, self.PLAYER, self._ball, self.BALL):
+            reward = 1.0
+            self._ball = self._free_spot(self.BALL)
+        self._t += 1
+        return self._render(), reward, False, self._t >= self.max_steps
+
+    @staticmethod
+    def _overlap(p: np.ndarray, ps: int, q: np.ndarray, qs: int) -> bool:
+        return bool(abs(int(p[0]) - int(q[0])) * 2 < ps + qs and abs(int(p[1]) - int(q[1])) * 2 < ps + qs)
+
+    def _render(self) -> np.ndarray:
+        S = self.SIZE
+        off = self._t % S
+        frame = self._tex[:, off : off + S].copy()
+        frame[self._wall_idx] = self.WALL
+        y, x = int(self._player[0]), int(self._player[1])
+        frame[y : y + self.PLAYER, x : x + self.PLAYER] = self.PLAYER_COLOR
+        frame[y + 2 : y + 4, x + 2 : x + 6] = (40, 30, 10)  # eyes, so the sprite has a face
+        y, x = int(self._ball[0]), int(self._ball[1])
+        frame[y : y + self.BALL, x : x + self.BALL] = self.BALL_COLOR
+        if self._out_size != S:
+            frame = resize_frame(frame, (self._out_size, self._out_size))
+        return frame
+
+
+# ---------------------------------------------------------------------------
+# Atari through Gymnasium + ale-py
+# ---------------------------------------------------------------------------
+
+
+def ale_game_id(name: str) -> str:
+    """``Boxing`` / ``Boxing-v5`` / ``ALE/Boxing-v5`` -> ``ALE/Boxing-v5``."""
+    name = name.removeprefix("ALE/")
+    if "-v" not in name:
+        name += "-v5"
+    return f"ALE/{name}"
+
+
+class AleGame:
+    """Any Atari game through Gymnasium's ALE environments, frames resized to ``size``.
+
+    Frame skip and sticky actions are the ``-v5`` defaults unless given
+    (frameskip 4, repeat_action_probability 0.25); fps is 60 / frameskip.
+    """
+
+    def __init__(
+        self,
+        game: str,
+        size: tuple[int, int] = (64, 64),
+        frameskip: int = 4,
+        repeat_action_probability: float = 0.25,
+        max_steps: int | None = None,
+    ):
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)
+        self.game_id = ale_game_id(game)
+        try:
+            self._env = gym.make(
+                self.game_id,
+                frameskip=frameskip,
+                repeat_action_probability=repeat_action_probability,
+                full_action_space=False,
+                max_episode_steps=max_steps,
+            )
+        except gym.error.Error as e:
+            raise WorldplayError(f"ale:{game}: no such Atari game ({e}); try e.g. ale:Boxing or ale:Pong") from e
+        self.action_names = tuple(self._env.unwrapped.get_action_meanings())
+        self.frame_shape = (int(size[0]), int(size[1]), 3)
+        self.frameskip = frameskip
+        self.repeat_action_probability = repeat_action_probability
+        self.fps = 60.0 / frameskip
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "source": f"ale:{self.game_id}",
+            "game": self.game_id,
+            "frameskip": self.frameskip,
+            "repeat_action_probability": self.repeat_action_probability,
+            "fps": self.fps,
+            "resize_filter": "box",
+        }
+
+    def _frame(self, obs: np.ndarray) -> np.ndarray:
+        return resize_frame(obs, self.frame_shape[:2])
+
+    def reset(self, seed: int) -> np.ndarray:
+        obs, _ = self._env.reset(seed=int(seed))
+        return self._frame(obs)
+
+    def step(self, action: int) -> StepResult:
+        obs, reward, terminated, truncated, _ = self._env.step(int(action))
+        return self._frame(obs), float(reward), bool(terminated), bool(truncated)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def make_source(
+    spec: str, *, size: tuple[int, int] = (64, 64), frameskip: int = 4, max_steps: int | None = None
+) -> Source:
+    """Build a source from its command-line name: ``toy`` or ``ale:<GameId>``."""
+    if spec == "toy":
+        if size[0] != size[1]:
+            raise WorldplayError(f"--source toy makes square frames; got --size {size[0]}x{size[1]}")
+        return ToyGame(size=size[0], max_steps=max_steps or 1000)
+    if spec.startswith("ale:"):
+        return AleGame(spec[4:], size=size, frameskip=frameskip, max_steps=max_steps)
+    raise WorldplayError(f"--source {spec!r}: unknown source; use 'toy' or 'ale:<GameId>' (e.g. ale:Boxing)")
+
+
+# ---------------------------------------------------------------------------
+# Policies
+# ---------------------------------------------------------------------------
+
+
+class Policy(Protocol):
+    name: str
+
+    def reset(self, seed: int) -> None: ...
+    def __call__(self, frame: np.ndarray) -> int: ...
+
+
+class RandomPolicy:
+    """A uniformly random action every frame."""
+
+    name = "random"
+
+    def __init__(self, num_actions: int):
+        self.num_actions = num_actions
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng([seed, 1])
+
+    def __call__(self, frame: np.ndarray) -> int:
+        return int(self._rng.integers(self.num_actions))
+
+
+class StickyPolicy:
+    """A random action held for a random 1 to ``max_repeat`` frames (uniform), for coherent motion."""
+
+    name = "sticky"
+
+    def __init__(self, num_actions: int, max_repeat: int = 15):
+        self.num_actions = num_actions
+        self.max_repeat = max_repeat
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng([seed, 2])
+        self._left = 0
+        self._action = 0
+
+    def __call__(self, frame: np.ndarray) -> int:
+        if self._left == 0:
+            self._action = int(self._rng.integers(self.num_actions))
+            self._left = int(self._rng.integers(1, self.max_repeat + 1))
+        self._left -= 1
+        return self._action
+
+
+class FunctionPolicy:
+    """A user's ``pkg.module:function``: called with the frame, returns an action index or name."""
+
+    def __init__(self, spec: str, action_names: Sequence[str]):
+        self.name = spec
+        self.action_names = tuple(action_names)
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise WorldplayError(f"--policy {spec}: cannot import module {module_name!r} ({e})") from e
+        fn = getattr(module, attr, None)
+        if not callable(fn):
+            raise WorldplayError(f"--policy {spec}: module {module_name!r} has no callable {attr!r}")
+        self._fn: Callable[[np.ndarray], Any] = fn
+
+    def reset(self, seed: int) -> None:
+        reset = getattr(self._fn, "reset", None)
+        if callable(reset):
+            reset(seed)
+
+    def __call__(self, frame: np.ndarray) -> int:
+        a = self._fn(frame)
+        if isinstance(a, str):
+            if a not in self.action_names:
+                raise WorldplayError(
+                    f"--policy {self.name} returned unknown action {a!r}; actions: {', '.join(self.action_names)}"
+                )
+            return self.action_names.index(a)
+        try:
+            i = int(a)
+        except (TypeError, ValueError):
+            raise WorldplayError(f"--policy {self.name} returned {a!r}, not an action index or name") from None
+        if not 0 <= i < len(self.action_names):
+            raise WorldplayError(
+                f"--policy {self.name} returned action {i}, out of range [0, {len(self.action_names)})"
+            )
+        return i
+
+
+def make_policy(spec: str, action_names: Sequence[str], *, fps: float = 15.0) -> Policy:
+    """Build a policy from its command-line name."""
+    if spec == "random":
+        return RandomPolicy(len(action_names))
+    if spec == "sticky":
+        return StickyPolicy(len(action_names))
+    if spec == "human":
+        from worldplay.play import HumanPolicy
+
+        return HumanPolicy(action_names, fps=fps)
+    if ":" in spec:
+        return FunctionPolicy(spec, action_names)
+    raise WorldplayError(f"--policy {spec!r}: unknown policy; use random, sticky, human or pkg.module:function")

@@ -1,0 +1,159 @@
+"""Recording: the toy game, action alignment, policies, Atari, and atomicity under SIGKILL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from worldplay import open_dataset
+from worldplay.data.format import validate_dataset
+from worldplay.data.record import play_episode, record
+from worldplay.data.sources import (
+    FunctionPolicy,
+    RandomPolicy,
+    StickyPolicy,
+    ToyGame,
+    make_policy,
+    make_source,
+)
+from worldplay.errors import WorldplayError
+
+
+def test_toy_is_deterministic_and_action_dependent():
+    g1, g2 = ToyGame(), ToyGame()
+    f1, f2 = g1.reset(7), g2.reset(7)
+    np.testing.assert_array_equal(f1, f2)
+    for a in [4, 4, 1, 0, 2, 3]:
+        np.testing.assert_array_equal(g1.step(a)[0], g2.step(a)[0])
+    # From the same state, different actions give different next frames...
+    g1.reset(3)
+    g2.reset(3)
+    assert not np.array_equal(g1.step(1)[0], g2.step(2)[0])
+    # ...and the world moves on its own: NOOP still changes the frame (scrolling, ball).
+    g1.reset(3)
+    first = g1._render()
+    assert not np.array_equal(first, g1.step(0)[0])
+    assert ToyGame().reset(1).shape == (64, 64, 3)
+    assert not np.array_equal(ToyGame().reset(1), ToyGame().reset(2))
+
+
+def _player_yx(frame: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero((frame == ToyGame.PLAYER_COLOR).all(-1))
+    return np.array([ys.min(), xs.min()])
+
+
+def _alignment_errors(frames: np.ndarray, actions: np.ndarray) -> int:
+    """Count transitions where the player moved against the direction of actions[t]."""
+    moves = ToyGame._MOVES
+    errors = 0
+    for t in range(len(frames) - 1):
+        d = _player_yx(frames[t + 1]) - _player_yx(frames[t])
+        dy, dx = moves[int(actions[t])]
+        expected_sign = np.array([dy, dx])
+        if (np.sign(d) != expected_sign).any() and np.abs(d).sum() > 0:
+            errors += 1  # moved, but not (only) in the direction of actions[t]
+    return errors
+
+
+def test_action_alignment_in_stored_data(tmp_path):
+    """actions[t] is chosen after seeing frames[t] and produces frames[t+1]."""
+    record(ToyGame(), RandomPolicy(5), tmp_path / "ds", episodes=2, steps=150, seed=11, progress=False)
+    ds = open_dataset(tmp_path / "ds")
+    for i in range(len(ds)):
+        ep = ds[i]
+        # Replaying the stored actions in the real game reproduces every stored frame.
+        g = ToyGame()
+        frame = g.reset(int(ep.meta["seed"]))
+        for t in range(len(ep)):
+            np.testing.assert_array_equal(frame, ep.frames[t], err_msg=f"frame {t}")
+            frame = g.step(int(ep.actions[t]))[0]
+        # The sprite moves the way actions[t] says between frames t and t+1...
+        assert _alignment_errors(ep.frames, ep.actions) == 0
+        # ...and an off-by-one reading (actions[t+1] produces frames[t+1]) is caught.
+        assert _alignment_errors(ep.frames[1:], ep.actions[:-1]) > 10
+
+
+def test_sticky_policy_repeats_and_random_does_not():
+    def mean_run(policy):
+        policy.reset(0)
+        acts = [policy(None) for _ in range(3000)]
+        runs = 1 + sum(a != b for a, b in itertools.pairwise(acts))
+        return len(acts) / runs
+
+    assert mean_run(StickyPolicy(5)) > 4
+    assert mean_run(RandomPolicy(5)) < 1.5
+
+
+def test_function_policy(tmp_path, monkeypatch):
+    (tmp_path / "mypolicies.py").write_text(
+        "def always_right(frame):\n    return 'RIGHT'\n\ndef bad(frame):\n    return 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p = make_policy("mypolicies:always_right", ToyGame.ACTIONS)
+    frames, actions, *_ = play_episode(ToyGame(), p, seed=0, steps=10)
+    assert (actions == ToyGame.ACTIONS.index("RIGHT")).all() and len(frames) == 10
+    with pytest.raises(WorldplayError, match="out of range"):
+        play_episode(ToyGame(), FunctionPolicy("mypolicies:bad", ToyGame.ACTIONS), seed=0, steps=3)
+    with pytest.raises(WorldplayError, match="no callable"):
+        make_policy("mypolicies:missing", ToyGame.ACTIONS)
+    with pytest.raises(WorldplayError, match="cannot import"):
+        make_policy("no_such_module_xyz:f", ToyGame.ACTIONS)
+    with pytest.raises(WorldplayError, match="unknown policy"):
+        make_policy("smart", ToyGame.ACTIONS)
+
+
+def test_unknown_source():
+    with pytest.raises(WorldplayError, match="unknown source"):
+        make_source("doom")
+
+
+def test_ale_boxing(tmp_path):
+    src = make_source("ale:Boxing")
+    try:
+        assert src.action_names[:3] == ("NOOP", "FIRE", "UP") and len(src.action_names) == 18
+        record(src, StickyPolicy(len(src.action_names)), tmp_path / "box", episodes=1, steps=40, progress=False)
+    finally:
+        src.close()
+    ds = open_dataset(tmp_path / "box")
+    ep = ds[0]
+    assert ep.frames.shape == (40, 64, 64, 3) and ds.action_names == src.action_names
+    assert ep.meta["frameskip"] == 4 and ep.meta["fps"] == 15.0 and ep.meta["game"] == "ALE/Boxing-v5"
+    assert ep.frames.std() > 10  # a real picture, not a blank
+    with pytest.raises(WorldplayError, match="no such Atari game"):
+        make_source("ale:NoSuchGame")
+
+
+def test_recording_killed_mid_episode_keeps_earlier_episodes(tmp_path):
+    """SIGKILL a recording at random moments: every visible episode is complete and valid."""
+    out = tmp_path / "ds"
+    rng = random.Random(0)
+    steps = 200
+    cmd = [sys.executable, "-m", "worldplay", "record", "--source", "toy", "--episodes", "100000",
+           "--steps", str(steps), "--out", str(out), "--quiet"]  # fmt: skip
+    seen = 0
+    for attempt in range(3):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        # wait until this run has committed at least two more episodes
+        while time.time() < deadline:
+            n = len(list((out / "episodes").glob("*.episode"))) if (out / "episodes").exists() else 0
+            if n >= seen + 2:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.05))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ds, problems = validate_dataset(out)
+        assert problems == [], f"attempt {attempt}: {problems}"
+        assert ds is not None and len(ds) >= seen + 2
+        assert all(n == steps for n in ds.episode_lengths)
+        seen = len(ds)
+    assert os.path.exists(out / "dataset.json")
