@@ -43,3 +43,43 @@ def test_no_display_gives_a_clear_error(monkeypatch, capsys):
 def test_checkpoint_argument_is_refused_honestly(capsys):
     assert main(["play", "some/world"]) == 2
     assert "cannot load trained worlds yet" in capsys.readouterr().err
+
+
+def _post(pg, type_, key):
+    pg.event.post(pg.event.Event(type_, key=key))
+
+
+def test_human_policy_follows_posted_keys_and_stops_on_escape(tmp_path):
+    """`record --policy human` under SDL's dummy driver, driven by posted key events."""
+    import pygame as pg
+
+    from worldplay import open_dataset
+    from worldplay.data.record import record
+    from worldplay.play import HumanPolicy
+
+    policy = HumanPolicy(ToyGame.ACTIONS, fps=1000)
+    frame = ToyGame().reset(0)
+    policy.reset(0)
+    assert ToyGame.ACTIONS[policy(frame)] == "NOOP"  # opens the window
+    _post(pg, pg.KEYDOWN, pg.K_RIGHT)
+    assert ToyGame.ACTIONS[policy(frame)] == "RIGHT"
+    assert ToyGame.ACTIONS[policy(frame)] == "RIGHT"  # still held
+    _post(pg, pg.KEYUP, pg.K_RIGHT)
+    _post(pg, pg.KEYDOWN, pg.K_UP)
+    assert ToyGame.ACTIONS[policy(frame)] == "UP"
+    _post(pg, pg.KEYUP, pg.K_UP)
+
+    # A whole recording: hold DOWN for the first frames, then Esc ends and keeps the episode.
+    class Scripted(HumanPolicy):
+        def __call__(self, frame):
+            if self._frames == 0:
+                _post(pg, pg.KEYDOWN, pg.K_DOWN)
+            if self._frames == 5:
+                _post(pg, pg.KEYDOWN, pg.K_ESCAPE)
+            return super().__call__(frame)
+
+    record(ToyGame(), Scripted(ToyGame.ACTIONS, fps=1000), tmp_path / "me", episodes=3, steps=50, progress=False)
+    ds = open_dataset(tmp_path / "me")
+    assert len(ds) == 1 and len(ds[0]) == 5  # Esc stopped the session after 5 frames
+    assert [ToyGame.ACTIONS[a] for a in ds[0].actions] == ["DOWN"] * 5
+    assert ds.episode_meta(0)["policy"] == "human"

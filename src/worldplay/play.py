@@ -63,6 +63,14 @@ class Window:
         self.smooth = smooth
         self.clock = pg.time.Clock()
         self.font = pg.font.Font(None, 20)
+        self._controls = {
+            pg.K_UP: "UP",
+            pg.K_DOWN: "DOWN",
+            pg.K_LEFT: "LEFT",
+            pg.K_RIGHT: "RIGHT",
+            pg.K_SPACE: "FIRE",
+        }
+        self._held: set[str] = set()
 
     def show(self, frame: np.ndarray, lines: Sequence[str] = ()) -> None:
         pg = self.pg
@@ -75,27 +83,26 @@ class Window:
         pg.display.flip()
 
     def held_controls(self) -> set[str]:
-        keys = self.pg.key.get_pressed()
-        pg = self.pg
-        held = set()
-        for key, control in (
-            (pg.K_UP, "UP"),
-            (pg.K_DOWN, "DOWN"),
-            (pg.K_LEFT, "LEFT"),
-            (pg.K_RIGHT, "RIGHT"),
-            (pg.K_SPACE, "FIRE"),
-        ):
-            if keys[key]:
-                held.add(control)
-        return held
+        """Controls (UP, DOWN, LEFT, RIGHT, FIRE) held down, as of the last :meth:`poll`."""
+        return set(self._held)
 
-    def quit_requested(self) -> bool:
-        """Drain the event queue; True if the window was closed or Esc pressed."""
+    def poll(self) -> bool:
+        """Drain the event queue, tracking held keys; True if the window was closed or Esc pressed.
+
+        Held keys are followed through KEYDOWN/KEYUP events (not the keyboard
+        state), so scripted events drive the window exactly as a person does.
+        """
         pg = self.pg
         quit_ = False
         for event in pg.event.get():
             if event.type == pg.QUIT or (event.type == pg.KEYDOWN and event.key == pg.K_ESCAPE):
                 quit_ = True
+            elif event.type == pg.KEYDOWN and event.key in self._controls:
+                self._held.add(self._controls[event.key])
+            elif event.type == pg.KEYUP and event.key in self._controls:
+                self._held.discard(self._controls[event.key])
+            elif event.type == pg.WINDOWFOCUSLOST:
+                self._held.clear()
         return quit_
 
     def tick(self, fps: float) -> None:
@@ -124,7 +131,7 @@ class HumanPolicy:
         if self._window is None:
             self._window = Window("worldplay record: arrows + space, Esc to stop", frame.shape)
         w = self._window
-        if w.quit_requested():
+        if w.poll():
             w.close()
             self._window = None
             raise StopRecording
@@ -160,7 +167,7 @@ def play_source(
         window = Window(title, source.frame_shape, size=window_px)
         try:
             t = 0
-            while not window.quit_requested():
+            while not window.poll():
                 if script is not None:
                     if t >= len(script):
                         break

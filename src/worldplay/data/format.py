@@ -553,13 +553,24 @@ class DatasetWriter:
         return tmp
 
     def commit(self, staged: Path) -> Path:
-        """Make a staged episode visible under the next free episode number (atomic rename)."""
+        """Make a staged episode visible under the next free episode number, atomically.
+
+        A hard link to the final name fails if that name exists, so a commit never
+        overwrites an episode; where the file system has no hard links, a rename
+        onto a name checked to be free is used instead.
+        """
         while True:
             final = self._ep_dir / f"{self._next_id():06d}{EPISODE_SUFFIX}"
             try:
-                os.link(staged, final)  # fails if ``final`` exists: never overwrites an episode
+                os.link(staged, final)
             except FileExistsError:
                 continue
+            except OSError:  # no hard links here (some network and FUSE file systems)
+                if final.exists():
+                    continue
+                os.rename(staged, final)
+                fsync_dir(self._ep_dir)
+                return final
             os.unlink(staged)
             fsync_dir(self._ep_dir)
             return final
