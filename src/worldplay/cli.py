@@ -114,6 +114,17 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from worldplay.config import load_config
+
+    cfg = load_config(args.config, args.set)  # refused here, before anything compiles
+    from worldplay.train.autoencoder import train_autoencoder
+
+    result = train_autoencoder(cfg, progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from worldplay import bench
 
@@ -188,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dataset")
     d.add_argument("--json", action="store_true", help="info as JSON")
     d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="train a stage; resumes from the run's latest checkpoint")
+    t.add_argument("stage", choices=["autoencoder"])
+    t.add_argument("--config", required=True, help="TOML config, e.g. configs/toy.toml")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="measure speed on this machine")
     b.add_argument("what", choices=["data"])

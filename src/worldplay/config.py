@@ -48,11 +48,70 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AutoencoderConfig:
+    """Per-frame convolutional autoencoder: frame [H, W, 3] <-> latent grid [H/2^L, W/2^L, C]."""
+
+    channels: tuple[int, ...] = (32, 64, 96)  # width at each resolution; one stride-2 step between levels
+    blocks: int = 1  # residual blocks per level
+    latent_channels: int = 16  # C of the latent grid
+    frame_size: int = 64  # H = W of the frames it encodes
+
+    def __post_init__(self) -> None:
+        _require(len(self.channels) >= 1, "autoencoder.channels", "needs at least one level")
+        _require(all(c >= 1 for c in self.channels), "autoencoder.channels", f"must be positive, got {self.channels}")
+        _require(self.blocks >= 0, "autoencoder.blocks", f"must be >= 0, got {self.blocks}")
+        _require(self.latent_channels >= 1, "autoencoder.latent_channels", "must be >= 1")
+        down = 2 ** len(self.channels)
+        _require(
+            self.frame_size % down == 0,
+            "autoencoder.frame_size",
+            f"{self.frame_size} is not divisible by 2^{len(self.channels)} = {down} (one halving per level)",
+        )
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        s = self.frame_size // 2 ** len(self.channels)
+        return (s, s, self.latent_channels)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """The shared training loop: optimiser, schedule, EMA, logging and checkpoints."""
+
+    steps: int = 10_000
+    lr: float = 1e-3  # peak learning rate (AdamW), reached after warmup, then cosine decay
+    warmup: int = 200
+    end_lr_fraction: float = 0.05  # final learning rate as a fraction of the peak
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0  # global gradient norm clip
+    ema_decay: float = 0.999  # EMA of the weights; the EMA weights are what ships
+    log_every: int = 50
+    eval_every: int = 500
+    eval_batches: int = 8
+    checkpoint_every: int = 500
+    keep: int = 3  # latest checkpoints kept (the best one is kept as well)
+    seed: int = 0
+    runs_dir: str = "runs"  # outputs go to <runs_dir>/<name>
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep"):
+            _require(getattr(self, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _require(0 <= self.warmup < self.steps, "train.warmup", f"must be in [0, train.steps), got {self.warmup}")
+        _require(0.0 <= self.end_lr_fraction <= 1.0, "train.end_lr_fraction", "must be in [0, 1]")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.clip_norm > 0, "train.clip_norm", "must be > 0")
+        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     """A whole run: one field per part."""
 
-    name: str = "run"  # run name; outputs go to runs/<name>
+    name: str = "run"  # run name; outputs go to <train.runs_dir>/<name>
     data: DataConfig = DataConfig()
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    train: TrainConfig = TrainConfig()
 
     def __post_init__(self) -> None:
         _require(

@@ -1,0 +1,1 @@
+"""Neural network modules (Flax NNX): the autoencoder and, later, the dynamics transformer."""

@@ -1,0 +1,83 @@
+"""The autoencoder stage: reconstruct single frames; report held-out PSNR and SSIM.
+
+Frames are drawn as windows of one frame (``data.batch_size`` frames a step).
+Loss: L1 + MSE in [-1, 1] pixel space. Per-channel latent statistics (mean, std)
+over held-out frames are stored with every checkpoint so the dynamics model can
+see unit-scale latents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from worldplay.config import Config
+from worldplay.metrics import image_grid, psnr, ssim
+from worldplay.models.autoencoder import Autoencoder, frames_to_unit
+
+
+class AutoencoderStage:
+    name = "autoencoder"
+    window = 1
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._latent_stats: dict[str, list[float]] = {}
+
+    def build(self, rngs: nnx.Rngs) -> Autoencoder:
+        return Autoencoder(self.cfg.autoencoder, rngs=rngs)
+
+    def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        f = raw["frames"]  # [B, T, H, W, 3]
+        return {"frames": f.reshape(-1, *f.shape[2:])}
+
+    def loss(self, model: Autoencoder, batch: dict[str, jax.Array], key: jax.Array):
+        target = frames_to_unit(batch["frames"])
+        recon = model(batch["frames"])
+        l1 = jnp.mean(jnp.abs(recon - target))
+        mse = jnp.mean((recon - target) ** 2)
+        return l1 + mse, {"l1": l1, "mse": mse}
+
+    def evaluate(self, model: Autoencoder, batches: list[dict[str, np.ndarray]]):
+        frames = np.concatenate([self.batch(b)["frames"] for b in batches])
+        encode = nnx.jit(lambda m, x: m.encode(x))
+        decode = nnx.jit(lambda m, z: m.decode(z))
+        z = encode(model, jnp.asarray(frames))
+        recon = np.asarray(decode(model, z))
+        zf = np.asarray(z).reshape(-1, z.shape[-1])
+        self._latent_stats = {"latent_mean": zf.mean(0).tolist(), "latent_std": (zf.std(0) + 1e-6).tolist()}
+        p = np.asarray(psnr(frames, recon))
+        s = np.asarray(ssim(frames, recon))
+        unit = frames_to_unit(jnp.asarray(frames))
+        recon_unit = frames_to_unit(jnp.asarray(recon))
+        eval_loss = float(jnp.mean(jnp.abs(recon_unit - unit)) + jnp.mean((recon_unit - unit) ** 2))
+        n = min(8, len(frames))
+        images = {"reconstructions": image_grid([frames[:n], recon[:n]])}
+        return {"eval_loss": eval_loss, "psnr": float(p.mean()), "ssim": float(s.mean())}, images
+
+    def extras(self, model: Autoencoder) -> dict[str, Any]:
+        return dict(self._latent_stats)
+
+
+def train_autoencoder(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the autoencoder of ``cfg`` on ``cfg.data.dataset``."""
+    from worldplay.data.format import open_dataset
+    from worldplay.data.loader import make_loader
+    from worldplay.errors import ConfigError
+    from worldplay.train.loop import train
+
+    if cfg.data.batch_size % jax.device_count():
+        raise ConfigError(
+            f"data.batch_size: {cfg.data.batch_size} frames do not split evenly over {jax.device_count()} devices"
+        )
+    per_process = cfg.data.batch_size // jax.process_count()
+    ds = open_dataset(cfg.data.dataset)
+    common = dict(window=1, batch_size=per_process, holdout=cfg.data.holdout, seed=cfg.data.seed)
+    train_iter = iter(make_loader(ds, split="train", num_threads=cfg.data.num_threads, **common))
+    held = iter(make_loader(ds, split="heldout", num_threads=0, **common))
+    eval_batches = [next(held) for _ in range(cfg.train.eval_batches)]
+    return train(AutoencoderStage(cfg), cfg, train_iter, lambda: eval_batches, progress=progress)
