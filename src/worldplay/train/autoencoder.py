@@ -20,9 +20,24 @@ from worldplay.metrics import image_grid, psnr, ssim
 from worldplay.models.autoencoder import Autoencoder, frames_to_unit
 
 
+def _reconstruction_loss(recon: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(L1, MSE) between images in [-1, 1]."""
+    return jnp.mean(jnp.abs(recon - target)), jnp.mean((recon - target) ** 2)
+
+
+@nnx.jit
+def _encode(model: Autoencoder, frames: jax.Array) -> jax.Array:
+    return model.encode(frames)
+
+
+@nnx.jit
+def _decode(model: Autoencoder, z: jax.Array) -> jax.Array:
+    return model.decode(z)
+
+
 class AutoencoderStage:
     name = "autoencoder"
-    window = 1
+    window = 1  # frames per loader element: the autoencoder sees single frames
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -37,24 +52,19 @@ class AutoencoderStage:
 
     def loss(self, model: Autoencoder, batch: dict[str, jax.Array], key: jax.Array):
         target = frames_to_unit(batch["frames"])
-        recon = model(batch["frames"])
-        l1 = jnp.mean(jnp.abs(recon - target))
-        mse = jnp.mean((recon - target) ** 2)
+        l1, mse = _reconstruction_loss(model(batch["frames"]), target)
         return l1 + mse, {"l1": l1, "mse": mse}
 
     def evaluate(self, model: Autoencoder, batches: list[dict[str, np.ndarray]]):
         frames = np.concatenate([self.batch(b)["frames"] for b in batches])
-        encode = nnx.jit(lambda m, x: m.encode(x))
-        decode = nnx.jit(lambda m, z: m.decode(z))
-        z = encode(model, jnp.asarray(frames))
-        recon = np.asarray(decode(model, z))
+        z = _encode(model, jnp.asarray(frames))  # jitted once per module, not per evaluation
+        recon = np.asarray(_decode(model, z))
         zf = np.asarray(z).reshape(-1, z.shape[-1])
         self._latent_stats = {"latent_mean": zf.mean(0).tolist(), "latent_std": (zf.std(0) + 1e-6).tolist()}
         p = np.asarray(psnr(frames, recon))
         s = np.asarray(ssim(frames, recon))
-        unit = frames_to_unit(jnp.asarray(frames))
-        recon_unit = frames_to_unit(jnp.asarray(recon))
-        eval_loss = float(jnp.mean(jnp.abs(recon_unit - unit)) + jnp.mean((recon_unit - unit) ** 2))
+        l1, mse = _reconstruction_loss(frames_to_unit(jnp.asarray(recon)), frames_to_unit(jnp.asarray(frames)))
+        eval_loss = float(l1 + mse)
         n = min(8, len(frames))
         images = {"reconstructions": image_grid([frames[:n], recon[:n]])}
         return {"eval_loss": eval_loss, "psnr": float(p.mean()), "ssim": float(s.mean())}, images
@@ -76,7 +86,7 @@ def train_autoencoder(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
         )
     per_process = cfg.data.batch_size // jax.process_count()
     ds = open_dataset(cfg.data.dataset)
-    common = dict(window=1, batch_size=per_process, holdout=cfg.data.holdout, seed=cfg.data.seed)
+    common = dict(window=AutoencoderStage.window, batch_size=per_process, holdout=cfg.data.holdout, seed=cfg.data.seed)
     train_iter = iter(make_loader(ds, split="train", num_threads=cfg.data.num_threads, **common))
     held = iter(make_loader(ds, split="heldout", num_threads=0, **common))
     eval_batches = [next(held) for _ in range(cfg.train.eval_batches)]
