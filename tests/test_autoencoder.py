@@ -44,9 +44,10 @@ def test_shapes_and_per_frame_encoding():
 def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys):
     """A tiny autoencoder trained for a few dozen steps beats its untrained self; a rerun resumes."""
     sets = [
-        f"data.dataset={fresh_toy_dataset}", f"train.runs_dir={tmp_path / 'runs'}", "data.batch_size=16",
-        "autoencoder.channels=[16, 32, 32]", "train.warmup=5", "train.lr=3e-3", "train.log_every=10",
-        "train.eval_every=20", "train.checkpoint_every=20", "train.eval_batches=2", "data.holdout=0.25",
+        f"data.dataset={fresh_toy_dataset}", "data.holdout=0.25", f"train_autoencoder.runs_dir={tmp_path / 'runs'}",
+        "autoencoder.channels=[16, 32, 32]", "train_autoencoder.batch_size=16", "train_autoencoder.warmup=5",
+        "train_autoencoder.lr=3e-3", "train_autoencoder.log_every=10", "train_autoencoder.eval_every=20",
+        "train_autoencoder.checkpoint_every=20", "train_autoencoder.eval_batches=2",
     ]  # fmt: skip
 
     def run(*extra):
@@ -57,9 +58,10 @@ def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys):
         out = capsys.readouterr()
         return json.loads(out.out[out.out.index("{") :]), out.out + out.err
 
-    untrained, _ = run("train.steps=1", "train.warmup=0", f"train.runs_dir={tmp_path / 'base'}")
-    first, _ = run("train.steps=40")
-    trained, log = run("train.steps=80")
+    base = f"train_autoencoder.runs_dir={tmp_path / 'base'}"
+    untrained, _ = run("train_autoencoder.steps=1", "train_autoencoder.warmup=0", base)
+    first, _ = run("train_autoencoder.steps=40")
+    trained, log = run("train_autoencoder.steps=80")
     assert "from step 40" in log  # the second command resumed the first run
     assert trained["psnr"] > untrained["psnr"] + 5, (untrained, first, trained)
     ckpts = sorted(p.name for p in (tmp_path / "runs" / "toy" / "autoencoder" / "checkpoints").iterdir())
@@ -67,5 +69,5 @@ def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys):
     meta = json.loads(
         (tmp_path / "runs" / "toy" / "autoencoder" / "checkpoints" / "80" / "meta" / "metadata").read_text()
     )
-    assert meta["step"] == 80 and len(meta["latent_mean"]) == 16
+    assert meta["step"] == 80 and len(meta["latent_mean"]) == 8
     assert jax.device_count() >= 1

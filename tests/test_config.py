@@ -20,24 +20,27 @@ def test_shipped_configs_load(name):
 
 
 def test_overrides_and_frozen():
-    cfg = load_config(CONFIGS / "toy.toml", ["data.batch_size=8", "data.holdout=0.25", "name=other"])
-    assert cfg.data.batch_size == 8 and cfg.data.holdout == 0.25 and cfg.name == "other"
+    cfg = load_config(CONFIGS / "toy.toml", ["train_dynamics.batch_size=8", "data.holdout=0.25", "name=other"])
+    assert cfg.train_dynamics.batch_size == 8 and cfg.data.holdout == 0.25 and cfg.name == "other"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.data.batch_size = 3  # type: ignore[misc]
+        cfg.data.holdout = 0.3  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("data.windw=8", r"data\.windw: unknown key; did you mean 'window'\?"),
+        ("dynamics.windw=8", r"dynamics\.windw: unknown key; did you mean 'window'\?"),
         ("nope.x=1", r"nope: unknown key"),
-        ("data.window=0", r"data\.window: must be >= 1, got 0"),
-        ("data.window=abc", r"data\.window: expected an integer, got 'abc'"),
-        ("data.window=1.5", r"data\.window: expected an integer"),
+        ("dynamics.window=1", r"dynamics\.window: must be >= 2"),
+        ("dynamics.window=abc", r"dynamics\.window: expected an integer, got 'abc'"),
+        ("dynamics.window=1.5", r"dynamics\.window: expected an integer"),
+        ("train_dynamics.steps=0", r"train_dynamics\.steps: must be >= 1, got 0"),
+        ("train_autoencoder.warmup=-1", r"train_autoencoder\.warmup: must be in \[0, steps\)"),
+        ("dynamics.width=30", r"dynamics\.width: 30 must split into 2 heads"),
         ("data.holdout=1", r"data\.holdout: must be in \[0, 1\)"),
         ("data.dataset=3", r"data\.dataset: expected a string"),
         ("data=3", r"data: expected a table"),
-        ("data.window", r"expected key=value"),
+        ("data.holdout", r"expected key=value"),
     ],
 )
 def test_bad_values_are_named(override, message):
@@ -49,9 +52,11 @@ def test_bad_values_are_named(override, message):
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
-    (tmp_path / "bad.toml").write_text("[data\nwindow = 3")
+    (tmp_path / "bad.toml").write_text("[data\nholdout = 3")
     with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
         load_config(tmp_path / "bad.toml")
-    (tmp_path / "typo.toml").write_text("[data]\nbatchsize = 3\n")
-    with pytest.raises(ConfigError, match=r"typo\.toml: data\.batchsize: unknown key; did you mean 'batch_size'"):
+    (tmp_path / "typo.toml").write_text("[train_dynamics]\nbatchsize = 3\n")
+    with pytest.raises(
+        ConfigError, match=r"typo\.toml: train_dynamics\.batchsize: unknown key; did you mean 'batch_size'"
+    ):
         load_config(tmp_path / "typo.toml")

@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from worldplay.data.format import open_dataset
 from worldplay.data.loader import make_loader
 from worldplay.data.record import play_episode, record
@@ -27,7 +31,11 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"device": "cpu", "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    import jax
+
+    dev = jax.devices()[0]
+    device = "cpu" if dev.platform == "cpu" else f"{dev.platform}: {dev.device_kind}"
+    return {"device": device, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def _recording_fps(source_spec: str, frames: int, seed: int = 0) -> float:
@@ -103,4 +111,51 @@ def format_data(result: dict[str, Any]) -> str:
         f"loader B={ld['batch_size']} T={ld['window']} 64x64: {ld['batches_per_s']:.1f} batches/s "
         f"({ld['frames_per_s']:.0f} frames/s, p50 {ld['ms_p50']:.1f} ms, p95 {ld['ms_p95']:.1f} ms)"
     )
+    return "\n".join(lines)
+
+
+def _timed(fn, iters: int) -> dict[str, float]:
+    for _ in range(10):  # compile and warm up
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(1000 * (time.perf_counter() - t))
+    times.sort()
+    return {"ms_p50": statistics.median(times), "ms_p95": times[int(0.95 * len(times)) - 1]}
+
+
+def bench_autoencoder(config: str | os.PathLike[str] | None = None, *, iters: int = 300) -> dict[str, Any]:
+    """Milliseconds to encode, decode, and encode + decode one frame (batch 1), jitted, weights random."""
+    from flax import nnx
+
+    from worldplay.config import AutoencoderConfig, load_config
+    from worldplay.models.autoencoder import Autoencoder
+
+    cfg = load_config(config).autoencoder if config else AutoencoderConfig()
+    graphdef, params = nnx.split(Autoencoder(cfg, rngs=nnx.Rngs(0)))
+    encode = jax.jit(lambda p, f: nnx.merge(graphdef, p).encode(f))
+    decode = jax.jit(lambda p, z: nnx.merge(graphdef, p).decode(z))
+    both = jax.jit(lambda p, f: nnx.merge(graphdef, p).decode(nnx.merge(graphdef, p).encode(f)))
+    s = cfg.frame_size
+    frame = jnp.asarray(np.random.default_rng(0).integers(0, 256, (1, s, s, 3), dtype=np.uint8))
+    z = encode(params, frame)
+    return {
+        "benchmark": "autoencoder",
+        **machine(),
+        "config": str(config) if config else "default",
+        "frame_shape": [s, s, 3],
+        "latent_shape": list(cfg.latent_shape),
+        "encode": _timed(lambda: encode(params, frame), iters),
+        "decode": _timed(lambda: decode(params, z), iters),
+        "encode_decode": _timed(lambda: both(params, frame), iters),
+    }
+
+
+def format_autoencoder(result: dict[str, Any]) -> str:
+    lines = [f"machine: {result['cpu']} ({result['cores']} cores), device {result['device']}"]
+    for k in ("encode", "decode", "encode_decode"):
+        r = result[k]
+        lines.append(f"{k:>14}: p50 {r['ms_p50']:.2f} ms, p95 {r['ms_p95']:.2f} ms per frame")
     return "\n".join(lines)

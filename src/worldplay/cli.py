@@ -118,9 +118,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from worldplay.config import load_config
 
     cfg = load_config(args.config, args.set)  # refused here, before anything compiles
-    from worldplay.train.autoencoder import train_autoencoder
+    if args.stage == "autoencoder":
+        from worldplay.train.autoencoder import train_autoencoder
 
-    result = train_autoencoder(cfg, progress=not args.quiet)
+        result = train_autoencoder(cfg, progress=not args.quiet)
+    else:
+        from worldplay.train.dynamics import train_dynamics
+
+        result = train_dynamics(cfg, progress=not args.quiet)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -132,7 +137,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing")
         print(json.dumps(result, indent=2) if args.json else bench.format_data(result))
         return 0
-    raise WorldplayError(f"worldplay bench {args.what}: not available in this version; use 'data'")
+    if args.what == "autoencoder":
+        result = bench.bench_autoencoder(args.config)
+        print(json.dumps(result, indent=2) if args.json else bench.format_autoencoder(result))
+        return 0
+    raise WorldplayError(f"worldplay bench {args.what}: not available in this version")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from worldplay.checkpoint import read_stage_meta, stage_step_dir
+    from worldplay.evaluate import evaluate_autoencoder
+
+    meta = read_stage_meta(stage_step_dir(args.checkpoint))
+    if meta.get("stage") != "autoencoder":
+        raise WorldplayError(f"{args.checkpoint}: evaluating a {meta.get('stage')!r} checkpoint is not supported yet")
+    result = evaluate_autoencoder(args.checkpoint, args.dataset, args.out, frames_per_episode=args.frames_per_episode)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {args.out}/metrics.json and {args.out}/reconstructions.png", file=sys.stderr)
+    return 0
 
 
 def cmd_play(args: argparse.Namespace) -> int:
@@ -201,17 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_data)
 
     t = sub.add_parser("train", help="train a stage; resumes from the run's latest checkpoint")
-    t.add_argument("stage", choices=["autoencoder"])
+    t.add_argument("stage", choices=["autoencoder", "dynamics"], help="autoencoder first, then dynamics")
     t.add_argument("--config", required=True, help="TOML config, e.g. configs/toy.toml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="measure speed on this machine")
-    b.add_argument("what", choices=["data"])
+    b.add_argument("what", choices=["data", "autoencoder"])
+    b.add_argument("--config", default=None, help="autoencoder: the config whose model to time (default: built-in)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--no-ale", action="store_true", help="skip the Atari recording benchmark")
     b.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on held-out episodes")
+    e.add_argument("checkpoint", help="an autoencoder run folder (e.g. runs/boxing/autoencoder) or checkpoint step")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--out", required=True, help="folder for metrics.json and images")
+    e.add_argument(
+        "--frames-per-episode", type=_positive, default=None, help="autoencoder: sample this many (default all)"
+    )
+    e.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("play", help="play a world with the arrow keys")
     pl.add_argument("checkpoint", nargs="?", default=None)

@@ -5,7 +5,7 @@ against the dataclass it fills: an unknown key, a value of the wrong type or a
 value out of range is refused with an error that names the file, the key and
 what is allowed, before anything is built or compiled.
 
-    cfg = load_config("configs/toy.toml", ["data.batch_size=8"])
+    cfg = load_config("configs/toy.toml", ["train_autoencoder.batch_size=8"])
 """
 
 from __future__ import annotations
@@ -33,15 +33,11 @@ class DataConfig:
     """Where the gameplay comes from and how it is cut into training windows."""
 
     dataset: str = "data/toy"  # dataset folder, relative to the working directory
-    window: int = 16  # frames per training sequence (T)
-    batch_size: int = 32  # sequences per batch, over all processes (B)
     holdout: float = 0.1  # fraction of episodes held out for evaluation, chosen by hash of episode and seed
     seed: int = 0  # shuffling and split seed
     num_threads: int = 2  # Grain reader threads per process
 
     def __post_init__(self) -> None:
-        _require(self.window >= 1, "data.window", f"must be >= 1, got {self.window}")
-        _require(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(0.0 <= self.holdout < 1.0, "data.holdout", f"must be in [0, 1), got {self.holdout}")
         _require(0 <= self.seed < 2**32, "data.seed", f"must be in [0, 2**32), got {self.seed}")
         _require(self.num_threads >= 0, "data.num_threads", f"must be >= 0, got {self.num_threads}")
@@ -75,9 +71,46 @@ class AutoencoderConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class TrainConfig:
-    """The shared training loop: optimiser, schedule, EMA, logging and checkpoints."""
+class DynamicsConfig:
+    """Block-causal latent-diffusion transformer over a window of frames (see docs/architecture.md)."""
 
+    patch: int = 2  # latent patch side: an 8x8 latent grid with patch 2 gives 16 tokens per frame
+    width: int = 256  # model width D
+    depth: int = 6  # transformer blocks
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    window: int = 16  # frames per training sequence; at play time, the frames the newest one attends to
+    null_action_prob: float = 0.15  # chance per frame that training sees the learned null action (for CFG)
+    context_noise: float = 0.1  # noise level of context frames at sampling (and around it in training)
+    clean_context_prob: float = 0.5  # chance per frame that training draws a low noise level (context-like)
+    sampling_steps: int = 4  # Euler steps per generated frame
+    guidance: float = 1.5  # default classifier-free guidance scale on the action
+
+    def __post_init__(self) -> None:
+        _require(self.patch >= 1, "dynamics.patch", f"must be >= 1, got {self.patch}")
+        for key in ("width", "depth", "heads", "sampling_steps"):
+            _require(getattr(self, key) >= 1, f"dynamics.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(
+            self.width % self.heads == 0 and (self.width // self.heads) % 2 == 0,
+            "dynamics.width",
+            f"{self.width} must split into {self.heads} heads of an even size",
+        )
+        _require(self.mlp_ratio > 0, "dynamics.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        _require(self.window >= 2, "dynamics.window", f"must be >= 2 (context + the new frame), got {self.window}")
+        _require(0.0 <= self.null_action_prob < 1.0, "dynamics.null_action_prob", "must be in [0, 1)")
+        _require(0.0 <= self.context_noise < 1.0, "dynamics.context_noise", "must be in [0, 1)")
+        _require(0.0 <= self.clean_context_prob <= 1.0, "dynamics.clean_context_prob", "must be in [0, 1]")
+        _require(self.guidance >= 0.0, "dynamics.guidance", f"must be >= 0, got {self.guidance}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """One stage's run of the shared training loop: batch, optimiser, schedule, EMA, logs, checkpoints.
+
+    A config has one per stage: ``[train_autoencoder]`` and ``[train_dynamics]``.
+    """
+
+    batch_size: int = 32  # per step, over all processes: frames (autoencoder) or sequences (dynamics)
     steps: int = 10_000
     lr: float = 1e-3  # peak learning rate (AdamW), reached after warmup, then cosine decay
     warmup: int = 200
@@ -94,14 +127,14 @@ class TrainConfig:
     runs_dir: str = "runs"  # outputs go to <runs_dir>/<name>
 
     def __post_init__(self) -> None:
-        for key in ("steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep"):
-            _require(getattr(self, key) >= 1, f"train.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
-        _require(0 <= self.warmup < self.steps, "train.warmup", f"must be in [0, train.steps), got {self.warmup}")
-        _require(0.0 <= self.end_lr_fraction <= 1.0, "train.end_lr_fraction", "must be in [0, 1]")
-        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _require(self.clip_norm > 0, "train.clip_norm", "must be > 0")
-        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        for key in ("batch_size", "steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep"):
+            _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(0 <= self.warmup < self.steps, "warmup", f"must be in [0, steps), got {self.warmup}")
+        _require(0.0 <= self.end_lr_fraction <= 1.0, "end_lr_fraction", "must be in [0, 1]")
+        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _require(self.clip_norm > 0, "clip_norm", "must be > 0")
+        _require(0.0 <= self.ema_decay < 1.0, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,7 +144,9 @@ class Config:
     name: str = "run"  # run name; outputs go to <train.runs_dir>/<name>
     data: DataConfig = DataConfig()
     autoencoder: AutoencoderConfig = AutoencoderConfig()
-    train: TrainConfig = TrainConfig()
+    dynamics: DynamicsConfig = DynamicsConfig()
+    train_autoencoder: TrainConfig = TrainConfig()
+    train_dynamics: TrainConfig = TrainConfig()
 
     def __post_init__(self) -> None:
         _require(
@@ -199,7 +234,7 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, eq, raw = item.partition("=")
     if not eq or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set data.batch_size=8")
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train_dynamics.batch_size=8")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -233,7 +268,7 @@ def config_from_dict(values: Mapping[str, Any], overrides: Sequence[str] = ()) -
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
     """Load a TOML config, apply ``--set`` overrides and validate everything.
 
-    Errors name the file and the key: ``configs/toy.toml: data.window: must be >= 1, got 0``.
+    Errors name the file and the key: ``configs/toy.toml: dynamics.window: must be >= 2, got 0``.
     """
     path = Path(path)
     try:
@@ -251,3 +286,8 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A config as plain JSON-able data (tuples become lists)."""
     return dataclasses.asdict(cfg)
+
+
+def part_from_dict(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    """One part's dataclass (e.g. a checkpoint's stored ``autoencoder`` settings), validated."""
+    return _build(cls, values, prefix)

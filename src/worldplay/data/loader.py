@@ -53,12 +53,21 @@ class WindowSource:
     """A Grain random-access data source over all windows of ``window`` frames.
 
     Element ``i`` is ``{"frames": uint8 [T, H, W, 3], "actions": int32 [T]}``; only
-    the compressed chunks a window touches are decoded.
+    the compressed chunks a window touches are decoded. Given ``latents`` (one row
+    per frame of the dataset, episodes in order, e.g. a memory-mapped cache of
+    encoded frames), elements hold ``"latents"`` [T, ...] instead of frames.
     """
 
-    def __init__(self, dataset: Dataset, window: int, episodes: Sequence[int]):
+    def __init__(self, dataset: Dataset, window: int, episodes: Sequence[int], latents: np.ndarray | None = None):
         self.dataset = dataset
         self.window = window
+        self.latents = latents
+        self._offsets = np.concatenate([[0], np.cumsum(dataset.episode_lengths)]).astype(np.int64)
+        if latents is not None and len(latents) != self._offsets[-1]:
+            raise DatasetError(
+                f"{dataset.path}: {len(latents)} cached latents for {self._offsets[-1]} frames; "
+                "the latent cache is stale, delete it to re-encode"
+            )
         lengths = dataset.episode_lengths
         self.episodes = np.array([e for e in episodes if lengths[e] >= window], np.int64)
         counts = np.array([lengths[e] - window + 1 for e in self.episodes], np.int64)
@@ -81,8 +90,11 @@ class WindowSource:
         actions = self._actions.get(ep)
         if actions is None:
             actions = self._actions[ep] = self.dataset.read_actions(ep)
-        frames = self.dataset.read_frames(ep, start, self.window)
-        return {"frames": frames, "actions": actions[start : start + self.window]}
+        acts = actions[start : start + self.window]
+        if self.latents is not None:
+            first = int(self._offsets[ep]) + start
+            return {"latents": np.asarray(self.latents[first : first + self.window]), "actions": acts}
+        return {"frames": self.dataset.read_frames(ep, start, self.window), "actions": acts}
 
     def __repr__(self) -> str:
         return f"WindowSource({self.dataset.path}, window={self.window}, windows={len(self)})"
@@ -101,7 +113,8 @@ def make_loader(
     shard_index: int | None = None,
     shard_count: int | None = None,
     num_threads: int = 2,
-    prefetch: int = 4,
+    prefetch: int | None = None,
+    latents: np.ndarray | None = None,
 ) -> grain.IterDataset:
     """A Grain ``IterDataset`` of batches ``{"frames": [B, T, H, W, 3], "actions": [B, T]}``.
 
@@ -109,6 +122,7 @@ def make_loader(
     ``jax.process_index()``/``jax.process_count()``. ``num_epochs=None`` repeats
     forever (training); ``1`` gives one pass (evaluation; the last partial batch is
     dropped). ``iter(loader)`` has ``get_state()``/``set_state()`` for exact resume.
+    With ``latents`` (see :class:`WindowSource`) batches hold ``"latents"`` instead of frames.
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     if shard_index is None or shard_count is None:
@@ -117,7 +131,7 @@ def make_loader(
         shard_index, shard_count = jax.process_index(), jax.process_count()
     train, held = split_episodes(ds, holdout, seed)
     episodes = {"train": train, "heldout": held, "all": list(range(len(ds)))}[split]
-    source = WindowSource(ds, window, episodes)
+    source = WindowSource(ds, window, episodes, latents)
     if len(source) == 0:
         raise DatasetError(
             f"{ds.path}: the {split} split ({len(episodes)} episodes) has no episode of at least "
@@ -131,4 +145,5 @@ def make_loader(
     mds = mds.batch(batch_size, drop_remainder=True)
     if num_threads == 0:
         return mds.to_iter_dataset()
+    prefetch = max(4, num_threads) if prefetch is None else prefetch
     return mds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))

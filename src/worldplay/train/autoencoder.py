@@ -1,6 +1,6 @@
 """The autoencoder stage: reconstruct single frames; report held-out PSNR and SSIM.
 
-Frames are drawn as windows of one frame (``data.batch_size`` frames a step).
+Frames are drawn as windows of one frame (``train_autoencoder.batch_size`` frames a step).
 Loss: L1 + MSE in [-1, 1] pixel space. Per-channel latent statistics (mean, std)
 over held-out frames are stored with every checkpoint so the dynamics model can
 see unit-scale latents.
@@ -76,18 +76,9 @@ class AutoencoderStage:
 def train_autoencoder(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the autoencoder of ``cfg`` on ``cfg.data.dataset``."""
     from worldplay.data.format import open_dataset
-    from worldplay.data.loader import make_loader
-    from worldplay.errors import ConfigError
-    from worldplay.train.loop import train
+    from worldplay.train.loop import loaders, train
 
-    if cfg.data.batch_size % jax.device_count():
-        raise ConfigError(
-            f"data.batch_size: {cfg.data.batch_size} frames do not split evenly over {jax.device_count()} devices"
-        )
-    per_process = cfg.data.batch_size // jax.process_count()
-    ds = open_dataset(cfg.data.dataset)
-    common = dict(window=AutoencoderStage.window, batch_size=per_process, holdout=cfg.data.holdout, seed=cfg.data.seed)
-    train_iter = iter(make_loader(ds, split="train", num_threads=cfg.data.num_threads, **common))
-    held = iter(make_loader(ds, split="heldout", num_threads=0, **common))
-    eval_batches = [next(held) for _ in range(cfg.train.eval_batches)]
-    return train(AutoencoderStage(cfg), cfg, train_iter, lambda: eval_batches, progress=progress)
+    train_iter, eval_batches = loaders(
+        cfg, "autoencoder", AutoencoderStage.window, dataset=open_dataset(cfg.data.dataset)
+    )
+    return train(AutoencoderStage(cfg), cfg, train_iter, eval_batches, progress=progress)

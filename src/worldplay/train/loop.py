@@ -82,8 +82,12 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 
 def make_mesh() -> jax.sharding.Mesh:
-    """A 1-D data-parallel mesh over every device of every process."""
-    return jax.make_mesh((jax.device_count(),), ("data",))
+    """A 1-D data-parallel mesh over every device of every process.
+
+    Auto axis type: the batch is sharded at the step's inputs and the compiler
+    propagates that through the model (models stay free of sharding annotations).
+    """
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_train_step(
@@ -125,17 +129,70 @@ class RunPaths:
         return self.root / "logs"
 
 
+def stage_train_config(cfg: Config, stage_name: str) -> TrainConfig:
+    """The ``[train_<stage>]`` section of a config."""
+    return getattr(cfg, f"train_{stage_name}")
+
+
+def loaders(
+    cfg: Config, stage_name: str, window: int, **loader_kw: Any
+) -> tuple[Iterator[Batch], Callable[[], list[Batch]]]:
+    """The training iterator and the fixed held-out batches of a stage, batch split over processes.
+
+    Refuses a batch that does not split evenly over the devices before anything is built.
+    """
+    from worldplay.data.loader import make_loader
+    from worldplay.errors import ConfigError
+
+    tc = stage_train_config(cfg, stage_name)
+    if tc.batch_size % jax.device_count():
+        raise ConfigError(
+            f"train_{stage_name}.batch_size: {tc.batch_size} does not split evenly over {jax.device_count()} devices"
+        )
+    common = dict(
+        window=window,
+        batch_size=tc.batch_size // jax.process_count(),
+        holdout=cfg.data.holdout,
+        seed=cfg.data.seed,
+        **loader_kw,
+    )
+    train_iter = iter(make_loader(split="train", num_threads=cfg.data.num_threads, **common))
+    held = iter(make_loader(split="heldout", num_threads=0, **common))
+    eval_batches = [next(held) for _ in range(tc.eval_batches)]
+    return train_iter, lambda: eval_batches
+
+
 def run_dir(cfg: Config, stage_name: str) -> Path:
-    return Path(cfg.train.runs_dir) / cfg.name / stage_name
+    return Path(stage_train_config(cfg, stage_name).runs_dir) / cfg.name / stage_name
 
 
 def _checkpoint_manager(path: Path, keep: int) -> ocp.CheckpointManager:
+    """Keeps the latest ``keep`` checkpoints and the one with the lowest ``eval_loss``.
+
+    ``best_fn`` is set as well as the policy because Orbax writes a checkpoint's
+    metrics to disk only when it is; without them a resumed run sees no metrics
+    and keeps every older checkpoint forever. ``reverse=True`` sorts by
+    descending loss and BestN keeps the tail: the lowest. A checkpoint without
+    metrics (one half-deleted when a run was killed) is not kept for that alone.
+    """
     cm = ocp.checkpoint_managers
+
+    def eval_loss(metrics: dict[str, float]) -> float:
+        return metrics["eval_loss"]
+
     policy = cm.AnyPreservationPolicy(
-        [cm.LatestN(n=keep), cm.BestN(get_metric_fn=lambda m: m["eval_loss"], reverse=True, n=1)]
+        [
+            cm.LatestN(n=keep),
+            cm.BestN(get_metric_fn=eval_loss, reverse=True, n=1, keep_checkpoints_without_metrics=False),
+        ]
     )
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, enable_async_checkpointing=False, create=True, cleanup_tmp_directories=True
+        preservation_policy=policy,
+        best_fn=eval_loss,
+        best_mode="min",
+        enable_async_checkpointing=False,
+        create=True,
+        cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(path.absolute(), options=options)
 
@@ -149,12 +206,12 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train ``stage`` to ``cfg.train.steps``, resuming from the run's latest checkpoint.
+    """Train ``stage`` to ``steps`` of its ``[train_<stage>]`` section, resuming from the run's latest checkpoint.
 
     ``train_iter`` must have ``get_state``/``set_state`` (a Grain iterator): its
     state is checkpointed so a resumed run sees the same data order.
     """
-    tc = cfg.train
+    tc = stage_train_config(cfg, stage.name)
     paths = RunPaths(run_dir(cfg, stage.name))
     paths.root.mkdir(parents=True, exist_ok=True)
     (paths.root / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
@@ -203,8 +260,8 @@ def train(
                 if not math.isfinite(scalars["loss"]):
                     raise TrainingDiverged(
                         f"loss is {scalars['loss']} at step {step}; stopped. The last good checkpoint "
-                        f"(step {manager.latest_step()}) in {paths.checkpoints} is kept. Lower train.lr "
-                        "or train.clip_norm and rerun to resume from it."
+                        f"(step {manager.latest_step()}) in {paths.checkpoints} is kept. Lower "
+                        f"train_{stage.name}.lr or train_{stage.name}.clip_norm and rerun to resume from it."
                     )
                 now = time.perf_counter()
                 scalars["steps_per_s"] = (step - step_last) / max(now - t_last, 1e-9)
@@ -213,10 +270,12 @@ def train(
                 if writer:
                     for k, v in scalars.items():
                         writer.add_scalar(f"train/{k}", v, step)
+                    _append_jsonl(paths.logs / "metrics.jsonl", {"step": step, "time": time.time(), **scalars})
             if step % tc.eval_every == 0 or step == tc.steps:
                 ema_model = nnx.merge(graphdef, ema)
                 last_eval, images = stage.evaluate(ema_model, eval_batches())
                 if writer:
+                    _append_jsonl(paths.logs / "metrics.jsonl", {"step": step, "time": time.time(), "eval": last_eval})
                     for k, v in last_eval.items():
                         writer.add_scalar(f"eval/{k}", v, step)
                     for k, img in images.items():
@@ -240,12 +299,21 @@ def train(
                     metrics={"eval_loss": float(last_eval.get("eval_loss", float("inf")))},
                 )
                 manager.wait_until_finished()
+                export = getattr(stage, "export", None)
+                if export is not None and jax.process_index() == 0:
+                    export(nnx.merge(graphdef, ema), step, paths.root)
     finally:
         bar.close()
         if writer:
             writer.close()
         manager.close()
     return {"step": tc.steps, "run_dir": str(paths.root), **last_eval}
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Plain-text metrics beside the TensorBoard files: one JSON object per line."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _check_finite(params: nnx.State, step: int, manager: ocp.CheckpointManager, paths: RunPaths) -> None:

@@ -1,0 +1,142 @@
+"""Checkpoints on disk: training checkpoints of a stage, and self-describing world folders.
+
+A training run keeps Orbax checkpoints in ``<run>/checkpoints/<step>/`` with the
+items ``params``, ``ema`` (the weights that ship), ``opt_state`` and ``data`` (used
+only to resume) and ``meta`` (step, stage, config as JSON, statistics).
+
+A world folder holds everything ``load_world`` needs and nothing else:
+
+    world.json      format, configs, action names, fps, frame shape, latent statistics,
+                    dataset fingerprint, training steps and evaluation figures
+    autoencoder/    the autoencoder's EMA weights (Orbax, float32)
+    dynamics/       the dynamics model's EMA weights (Orbax, float32)
+    prompts.npz     held-out prompt frames uint8 [K, P, H, W, 3] and their actions int32 [K, P]
+
+It is written to a temporary folder beside the target and renamed into place, so
+a reader sees the old world or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from worldplay.errors import WorldplayError
+
+WORLD_FORMAT = "worldplay-world"
+WORLD_VERSION = 1
+
+
+class CheckpointError(WorldplayError):
+    """A checkpoint folder is missing, incomplete or of another kind."""
+
+
+def stage_step_dir(path: str | os.PathLike[str]) -> Path:
+    """A run folder, its ``checkpoints`` folder or one step folder -> the step folder (latest step)."""
+    p = Path(path)
+    if (p / "meta").is_dir():
+        return p
+    for folder in (p / "checkpoints", p):
+        if folder.is_dir():
+            steps = sorted(int(c.name) for c in folder.iterdir() if c.name.isdigit() and (c / "meta").is_dir())
+            if steps:
+                return folder / str(steps[-1])
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint or run folder")
+    raise CheckpointError(f"{p}: no training checkpoint in it (expected checkpoints/<step>/meta); train first")
+
+
+def read_stage_meta(step_dir: Path) -> dict[str, Any]:
+    meta_file = step_dir / "meta" / "metadata"
+    try:
+        return json.loads(meta_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{meta_file}: unreadable checkpoint metadata ({e})") from None
+
+
+def restore_into(module: nnx.Module, item_dir: Path) -> nnx.Module:
+    """Load the weights saved in ``item_dir`` into ``module`` (built with the same config)."""
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # not the mesh it was trained on
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            restored = ckptr.restore(item_dir.absolute(), abstract)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{item_dir}: weights do not load into this model ({e})") from None
+    return nnx.merge(graphdef, restored, rest)
+
+
+def save_params(module: nnx.Module, item_dir: Path) -> None:
+    params = nnx.state(module, nnx.Param)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(item_dir.absolute(), params)
+        ckptr.wait_until_finished()
+
+
+def save_world(
+    path: str | os.PathLike[str],
+    meta: dict[str, Any],
+    autoencoder: nnx.Module,
+    dynamics: nnx.Module,
+    prompt_frames: np.ndarray,
+    prompt_actions: np.ndarray,
+) -> Path:
+    """Write a world folder atomically (replacing an older one at ``path``)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        save_params(autoencoder, tmp / "autoencoder")
+        save_params(dynamics, tmp / "dynamics")
+        np.savez(tmp / "prompts.npz", frames=np.asarray(prompt_frames, np.uint8), actions=np.asarray(prompt_actions))
+        (tmp / "world.json").write_text(
+            json.dumps({"format": WORLD_FORMAT, "version": WORLD_VERSION, **meta}, indent=2)
+        )
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_world_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    root = Path(path)
+    meta_file = root / "world.json"
+    if not root.exists():
+        raise CheckpointError(f"{root}: no such world checkpoint")
+    if not meta_file.is_file():
+        hint = ""
+        if (root / "checkpoints").is_dir() or (root / "meta").is_dir():
+            hint = " (this is a training run; its world is written to <run>/world by `worldplay train dynamics`)"
+        raise CheckpointError(f"{root}: not a world checkpoint, no world.json{hint}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{meta_file}: not valid JSON ({e})") from None
+    if meta.get("format") != WORLD_FORMAT:
+        raise CheckpointError(f"{meta_file}: not a worldplay world (format {meta.get('format')!r})")
+    if meta.get("version", 0) > WORLD_VERSION:
+        raise CheckpointError(
+            f"{meta_file}: world format v{meta['version']} is newer than this worldplay reads "
+            f"(v{WORLD_VERSION}); upgrade worldplay"
+        )
+    for key in ("autoencoder", "dynamics", "action_names", "latent_mean", "latent_std", "frame_shape", "fps"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_file}: key {key!r} missing; the world folder is incomplete")
+    return meta

@@ -1,0 +1,59 @@
+"""Flow matching with x0-prediction, few-step Euler sampling and classifier-free guidance (pure functions).
+
+A noise level t in [0, 1] mixes clean latents and Gaussian noise on a straight
+line, ``x_t = (1 - t) x0 + t eps``: t = 0 is clean, t = 1 is pure noise. The model
+predicts x0; an Euler step of the flow from t to t' < 0 uses the implied noise
+``eps = (x_t - (1 - t) x0) / t``, so ``x_t' = (1 - t') x0 + t' eps`` and the last step
+(t' = 0) returns the prediction itself.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def add_noise(x0: jax.Array, eps: jax.Array, t: jax.Array) -> jax.Array:
+    """``(1 - t) x0 + t eps``; ``t`` broadcasts against ``x0``."""
+    return (1.0 - t) * x0 + t * eps
+
+
+def time_grid(steps: int) -> jax.Array:
+    """Noise levels visited by the sampler: ``steps + 1`` values from 1 down to 0."""
+    return jnp.linspace(1.0, 0.0, steps + 1)
+
+
+def euler_step(x_t: jax.Array, x0_pred: jax.Array, t: jax.Array, t_next: jax.Array) -> jax.Array:
+    """One Euler step of the flow from level ``t`` (> 0) to ``t_next`` given the predicted x0."""
+    eps_pred = (x_t - (1.0 - t) * x0_pred) / t
+    return add_noise(x0_pred, eps_pred, t_next)
+
+
+def guide(x0_cond: jax.Array, x0_uncond: jax.Array, scale: jax.Array | float) -> jax.Array:
+    """Classifier-free guidance: scale 1 is exactly the conditional prediction, 0 the unconditional one."""
+    return (1.0 - scale) * x0_uncond + scale * x0_cond
+
+
+def sample_levels(key: jax.Array, shape: tuple[int, ...], context_noise: float, clean_prob: float) -> jax.Array:
+    """Per-frame training noise levels (diffusion forcing).
+
+    With probability ``clean_prob`` a frame gets a low, context-like level drawn
+    uniformly from [0, 2 * context_noise]; otherwise any level in [0, 1]. Every
+    frame is then a denoising target given whatever its past looks like, and the
+    model sees histories as slightly noisy as those it gets at sampling.
+    """
+    k_mix, k_low, k_any = jax.random.split(key, 3)
+    low = jax.random.uniform(k_low, shape, maxval=min(1.0, 2.0 * context_noise))
+    anywhere = jax.random.uniform(k_any, shape)
+    return jnp.where(jax.random.bernoulli(k_mix, clean_prob, shape), low, anywhere)
+
+
+def drop_actions(key: jax.Array, actions: jax.Array, null_action: int, prob: float) -> jax.Array:
+    """Replace each action by the null action with probability ``prob`` (trains the unconditional model)."""
+    return jnp.where(jax.random.bernoulli(key, prob, actions.shape), null_action, actions)
+
+
+def previous_actions(actions_BT: jax.Array, null_action: int) -> jax.Array:
+    """The action that led to each frame: ``actions[t - 1]``, and the null action for the first frame."""
+    first = jnp.full_like(actions_BT[:, :1], null_action)
+    return jnp.concatenate([first, actions_BT[:, :-1]], axis=1)

@@ -1,0 +1,258 @@
+"""The dynamics stage: the block-causal diffusion transformer on cached latents, and the world it makes.
+
+The trained autoencoder of the same run (``<runs>/<name>/autoencoder``) encodes
+every frame of the dataset once; the normalised latents are cached beside the run
+(``latents-<dataset fingerprint>-ae<step>.npy``, float16) and training reads
+windows of them. Each frame gets its own noise level (diffusion forcing) and the
+action that led to it, dropped to the null action with ``null_action_prob``; the
+loss is the squared error of the predicted clean latents.
+
+Evaluation: the loss on held-out windows at fixed noise, and rollouts of the world
+itself from held-out prompts, with the recorded actions and with shuffled ones
+(PSNR against the autoencoder's reconstruction of the real frames), written as
+side-by-side videos. Every checkpoint also writes ``<run>/world``: a complete world
+folder that ``worldplay play`` opens.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from worldplay import diffusion
+from worldplay.checkpoint import read_stage_meta, restore_into, save_world, stage_step_dir
+from worldplay.config import AutoencoderConfig, Config, config_to_dict, part_from_dict
+from worldplay.data.format import Dataset, open_dataset
+from worldplay.errors import WorldplayError
+from worldplay.metrics import image_grid, psnr
+from worldplay.models.autoencoder import Autoencoder
+from worldplay.models.dynamics import Dynamics
+from worldplay.world import WorldModel
+
+PROMPT_FRAMES = 4  # frames of context a rollout starts from (prompts in the world folder too)
+
+
+def load_autoencoder(run_path: str | os.PathLike[str]) -> tuple[Autoencoder, dict[str, Any]]:
+    """The EMA autoencoder of a training run (its latest checkpoint) and that checkpoint's metadata."""
+    step_dir = stage_step_dir(run_path)
+    meta = read_stage_meta(step_dir)
+    if meta.get("stage") != "autoencoder":
+        raise WorldplayError(f"{step_dir}: a {meta.get('stage')!r} checkpoint, not an autoencoder")
+    if "latent_mean" not in meta:
+        raise WorldplayError(f"{step_dir}: no latent statistics stored; rerun `worldplay train autoencoder`")
+    cfg = part_from_dict(AutoencoderConfig, meta["config"]["autoencoder"], "autoencoder")
+    model = nnx.eval_shape(lambda: Autoencoder(cfg, rngs=nnx.Rngs(0)))
+    return restore_into(model, step_dir / "ema"), meta
+
+
+def encode_dataset(
+    ae: Autoencoder, stats: np.ndarray, ds: Dataset, out: Path, *, batch: int = 256, progress: bool = True
+) -> np.ndarray:
+    """Normalised latents of every frame of ``ds`` (episodes in order), cached at ``out`` (float16 .npy)."""
+    h = ae.config.latent_shape
+    if out.is_file():
+        cached = np.load(out, mmap_mode="r")
+        if cached.shape == (ds.num_frames, *h):
+            return cached
+    graphdef, params = nnx.split(ae)
+    mean, std = jnp.asarray(stats[0]), jnp.asarray(stats[1])
+
+    @jax.jit
+    def enc(p, frames):
+        return ((nnx.merge(graphdef, p).encode(frames) - mean) / std).astype(jnp.float16)
+
+    tmp = out.with_suffix(f".tmp-{os.getpid()}.npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(ds.num_frames, *h))
+    row = 0
+    bar = tqdm(total=ds.num_frames, disable=not progress, desc="encode latents", unit="frame")
+    try:
+        for i, n in enumerate(ds.episode_lengths):
+            for s in range(0, n, batch):
+                frames = ds.read_frames(i, s, min(batch, n - s))
+                padded = np.zeros((batch, *frames.shape[1:]), np.uint8)  # one shape: one compile
+                padded[: len(frames)] = frames
+                arr[row : row + len(frames)] = np.asarray(enc(params, padded))[: len(frames)]
+                row += len(frames)
+                bar.update(len(frames))
+        arr.flush()
+        del arr
+        os.replace(tmp, out)
+    finally:
+        bar.close()
+        tmp.unlink(missing_ok=True)
+    return np.load(out, mmap_mode="r")
+
+
+def rollout(
+    world: WorldModel, prompt_z: jax.Array, prompt_actions: np.ndarray, actions: np.ndarray, *, seed: int = 0
+) -> np.ndarray:
+    """Latents generated from normalised prompt latents [B, P, ...] by actions [B, H] -> [B, H, h, w, C]."""
+    B, P = prompt_z.shape[:2]
+    state = world.empty_state(B, seed)
+    prev = np.concatenate([np.full((B, 1), world._dyn.null_action), prompt_actions[:, : P - 1]], axis=1)
+    for p in range(P):
+        state = world._fns["fill"](world._dyn_p, state, prompt_z[:, p], jnp.asarray(prev[:, p], jnp.int32))
+    out = []
+    for k in range(actions.shape[1]):
+        state, _, z = world.step_latent(state, actions[:, k])
+        out.append(np.asarray(z))
+    return np.stack(out, axis=1)
+
+
+class DynamicsStage:
+    name = "dynamics"
+
+    def __init__(self, cfg: Config, ae: Autoencoder, ae_meta: dict[str, Any], ds: Dataset, prompts: dict[str, Any]):
+        self.cfg = cfg
+        self.ae = ae
+        self.ae_meta = ae_meta
+        self.ds = ds
+        self.stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
+        self.prompts = prompts  # frames [K, P, H, W, 3] and actions [K, P] from held-out episodes
+        self.window = cfg.dynamics.window
+        self.last_eval: dict[str, float] = {}
+
+    def build(self, rngs: nnx.Rngs) -> Dynamics:
+        return Dynamics(self.cfg.dynamics, self.ae.config.latent_shape, len(self.ds.action_names), rngs=rngs)
+
+    def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"latents": raw["latents"], "actions": raw["actions"].astype(np.int32)}
+
+    def loss(self, model: Dynamics, batch: dict[str, jax.Array], key: jax.Array):
+        dc = self.cfg.dynamics
+        z = batch["latents"].astype(jnp.float32)  # [B, T, h, w, C]
+        k_t, k_eps, k_drop = jax.random.split(key, 3)
+        t = diffusion.sample_levels(k_t, z.shape[:2], dc.context_noise, dc.clean_context_prob)
+        prev = diffusion.previous_actions(batch["actions"], model.null_action)
+        prev = diffusion.drop_actions(k_drop, prev, model.null_action, dc.null_action_prob)
+        z_t = diffusion.add_noise(z, jax.random.normal(k_eps, z.shape), t[..., None, None, None])
+        err = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=(2, 3, 4))  # [B, T]
+        high = t > 0.5
+        return jnp.mean(err), {
+            "mse_high_noise": jnp.sum(err * high) / jnp.maximum(high.sum(), 1),
+        }
+
+    def _world(self, model: Dynamics) -> WorldModel:
+        return WorldModel(
+            self.ae,
+            model,
+            latent_mean=self.stats[0],
+            latent_std=self.stats[1],
+            action_names=self.ds.action_names,
+            fps=self.ds.fps,
+        )
+
+    def evaluate(self, model: Dynamics, batches: list[dict[str, np.ndarray]]):
+        loss_fn = jax.jit(lambda m, b, k: self.loss(m, b, k)[0])
+        key = jax.random.key(1234)  # fixed: the same noise at every evaluation
+        losses = [float(loss_fn(model, self.batch(b), jax.random.fold_in(key, i))) for i, b in enumerate(batches)]
+        result = {"eval_loss": float(np.mean(losses))}
+        # rollouts from held-out windows: recorded actions vs shuffled actions
+        b = batches[0]
+        n = min(8, len(b["latents"]))
+        z = jnp.asarray(b["latents"][:n], jnp.float32)
+        acts = b["actions"][:n].astype(np.int32)
+        P, T = PROMPT_FRAMES, z.shape[1]
+        world = self._world(model)
+        true_acts = acts[:, P - 1 : T - 1]
+        gen = rollout(world, z[:, :P], acts, true_acts)
+        shuffled = np.random.default_rng(0).permutation(true_acts.reshape(-1)).reshape(true_acts.shape)
+        gen_shuffled = rollout(world, z[:, :P], acts, shuffled)
+        H = gen.shape[1]
+        real = world.decode(z[:, P:].reshape(-1, *z.shape[2:])).reshape(n, H, *world.frame_shape)
+        fake = world.decode(gen.reshape(-1, *gen.shape[2:])).reshape(real.shape)
+        fake_s = world.decode(gen_shuffled.reshape(-1, *gen.shape[2:])).reshape(real.shape)
+        p_true = np.asarray(psnr(real.reshape(-1, *real.shape[2:]), fake.reshape(-1, *real.shape[2:]))).reshape(n, H)
+        p_shuf = np.asarray(psnr(real.reshape(-1, *real.shape[2:]), fake_s.reshape(-1, *real.shape[2:]))).reshape(n, H)
+        for h in (1, 4, 8):
+            if h <= H:
+                result[f"rollout_psnr_h{h}"] = float(p_true[:, h - 1].mean())
+                result[f"rollout_psnr_shuffled_h{h}"] = float(p_shuf[:, h - 1].mean())
+        self.last_eval = result
+        self._samples = (real[:4], fake[:4])
+        rows = [real[0, :8], fake[0, :8]] if H >= 8 else [real[0], fake[0]]
+        return result, {"rollout": image_grid(rows)}
+
+    def samples_video(self, path: Path) -> None:
+        from worldplay.video import write_video
+
+        real, fake = self._samples  # [n, H, h, w, 3]
+        frames = np.concatenate([np.concatenate([r, f], axis=2) for r, f in zip(real, fake, strict=True)], axis=1)
+        write_video(path, frames, fps=self.ds.fps, scale=4)  # streams stacked; real left, world right
+
+    def extras(self, model: Dynamics) -> dict[str, Any]:
+        return {"autoencoder_step": self.ae_meta["step"], "action_names": list(self.ds.action_names)}
+
+    def export(self, model: Dynamics, step: int, run_root: Path) -> None:
+        """Write the world folder of this checkpoint, and a sample video."""
+        meta = {
+            "name": self.cfg.name,
+            "autoencoder": config_to_dict(self.ae.config),
+            "dynamics": config_to_dict(self.cfg.dynamics),
+            "action_names": list(self.ds.action_names),
+            "fps": self.ds.fps,
+            "frame_shape": list(self.ds.frame_shape),
+            "latent_mean": self.stats[0].tolist(),
+            "latent_std": self.stats[1].tolist(),
+            "dataset": {"path": str(self.ds.path), "fingerprint": self.ds.fingerprint()},
+            "steps": {"autoencoder": self.ae_meta["step"], "dynamics": step},
+            "eval": self.last_eval,
+        }
+        save_world(run_root / "world", meta, self.ae, model, self.prompts["frames"], self.prompts["actions"])
+        if getattr(self, "_samples", None) is not None:
+            path = run_root / "samples" / f"rollout-{step:07d}.mp4"
+            try:
+                self.samples_video(path)
+            except (ImportError, OSError) as e:  # a missing ffmpeg must not stop a training run
+                warnings.warn(f"{path}: sample video not written ({e})", stacklevel=1)
+
+
+def held_out_prompts(ds: Dataset, episodes: list[int], count: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """``count`` prompts of PROMPT_FRAMES real frames (and their actions) from held-out episodes."""
+    rng = np.random.default_rng(seed)
+    frames, actions = [], []
+    usable = [e for e in episodes if ds.episode_lengths[e] > PROMPT_FRAMES]
+    if not usable:
+        raise WorldplayError(f"{ds.path}: no held-out episode longer than {PROMPT_FRAMES} frames for prompts")
+    for k in range(count):
+        e = usable[k % len(usable)]
+        start = int(rng.integers(0, ds.episode_lengths[e] - PROMPT_FRAMES))
+        f, a = ds.read_window(e, start, PROMPT_FRAMES)
+        frames.append(f)
+        actions.append(a)
+    return {"frames": np.stack(frames), "actions": np.stack(actions).astype(np.int32)}
+
+
+def train_dynamics(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the dynamics model of ``cfg`` on latents of its run's autoencoder."""
+    from worldplay.data.loader import split_episodes
+    from worldplay.train.loop import loaders, run_dir, train
+
+    ds = open_dataset(cfg.data.dataset)
+    ae_run = run_dir(cfg, "autoencoder")
+    try:
+        ae, ae_meta = load_autoencoder(ae_run)
+    except WorldplayError as e:
+        raise WorldplayError(
+            f"{e}\n  the dynamics stage needs this run's autoencoder first: "
+            "worldplay train autoencoder --config <this config>"
+        ) from None
+    stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
+    root = run_dir(cfg, "dynamics")
+    cache = root / f"latents-{ds.fingerprint()}-ae{ae_meta['step']}.npy"
+    latents = encode_dataset(ae, stats, ds, cache, progress=progress)
+    _, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
+    train_iter, eval_batches = loaders(cfg, "dynamics", cfg.dynamics.window, dataset=ds, latents=latents)
+    stage = DynamicsStage(cfg, ae, ae_meta, ds, held_out_prompts(ds, held, seed=cfg.data.seed))
+    result = train(stage, cfg, train_iter, eval_batches, progress=progress)
+    result["world"] = str(root / "world")
+    return result

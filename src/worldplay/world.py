@@ -1,0 +1,296 @@
+"""A trained world, stepped one frame at a time.
+
+    world = load_world("checkpoints/boxing")
+    state = world.start(frames[:4], actions[:3])          # prompt frames and the actions between them
+    state, frame = world.step(state, action, guidance=1.5) # uint8 [H, W, 3]
+
+One jitted function makes a frame: every denoising step (conditional and
+unconditional predictions as one batch of two), the KV-cache update and the
+decode. Its shapes are fixed: past frames live in a rolling cache of
+``window - 1`` slots, so a world runs for any number of frames without
+recompiling. The state is an immutable pytree, so keeping an old state forks the
+world for free (rewind, counterfactual play).
+
+Dimension keys: B streams, S cache slots, N tokens per frame, L layers, H heads, K head size.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from worldplay import diffusion
+from worldplay.checkpoint import read_world_meta, restore_into
+from worldplay.config import AutoencoderConfig, DynamicsConfig, part_from_dict
+from worldplay.errors import WorldplayError
+from worldplay.models.autoencoder import Autoencoder
+from worldplay.models.dynamics import Dynamics
+
+
+@struct.dataclass
+class WorldState:
+    """Where a world (or B worlds) stands: the cached past and the random key."""
+
+    cache_k: jax.Array  # [L, B, S*N, H, K] keys of past frames (not rotated)
+    cache_v: jax.Array  # [L, B, S*N, H, K]
+    slot_frame: jax.Array  # [S] int32: frame index held by each slot, -1 while empty
+    frame_index: jax.Array  # [] int32: index of the next frame
+    key: jax.Array  # PRNG key
+    batched: bool = struct.field(pytree_node=False, default=False)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cache_k.shape[1])
+
+
+def _past(dyn: Dynamics, state: WorldState, copies: int = 1) -> tuple[jax.Array, ...]:
+    """Cached keys/values, their time positions relative to the next frame, and validity [B, S*N]."""
+    N = dyn.tokens
+    B = state.cache_k.shape[1]
+    rel = (state.slot_frame - state.frame_index).astype(jnp.float32)  # [S], < 0
+    pos = jnp.broadcast_to(jnp.repeat(rel, N), (B * copies, rel.shape[0] * N))
+    valid = jnp.broadcast_to(jnp.repeat(state.slot_frame >= 0, N), pos.shape)
+    k, v = state.cache_k, state.cache_v
+    if copies > 1:
+        k, v = jnp.concatenate([k] * copies, axis=1), jnp.concatenate([v] * copies, axis=1)
+    return k, v, pos, valid
+
+
+def fill(dyn: Dynamics, state: WorldState, z_BhwC: jax.Array, actions_B: jax.Array) -> WorldState:
+    """Append a frame (clean normalised latents and the action that led to it) to the cache.
+
+    The frame is first noised to the context level, as in training, against drift.
+    """
+    c = dyn.config.context_noise
+    key, k_noise = jax.random.split(state.key)
+    z_noisy = diffusion.add_noise(z_BhwC, jax.random.normal(k_noise, z_BhwC.shape), c)
+    t = jnp.full(z_BhwC.shape[:1], c)
+    _, k_new, v_new = dyn.step(z_noisy, t, actions_B, *_past(dyn, state))
+    S = state.slot_frame.shape[0]
+    slot = state.frame_index % S
+    N = dyn.tokens
+    return state.replace(
+        cache_k=jax.lax.dynamic_update_slice_in_dim(state.cache_k, k_new, slot * N, axis=2),
+        cache_v=jax.lax.dynamic_update_slice_in_dim(state.cache_v, v_new, slot * N, axis=2),
+        slot_frame=state.slot_frame.at[slot].set(state.frame_index),
+        frame_index=state.frame_index + 1,
+        key=key,
+    )
+
+
+def generate(
+    dyn: Dynamics, state: WorldState, actions_B: jax.Array, guidance: jax.Array
+) -> tuple[WorldState, jax.Array]:
+    """Sample the next frame's normalised latents with ``sampling_steps`` Euler steps and CFG."""
+    B = actions_B.shape[0]
+    h, w, C = dyn.latent_shape
+    key, k0 = jax.random.split(state.key)
+    past = _past(dyn, state, copies=2)
+    acts = jnp.concatenate([actions_B, jnp.full_like(actions_B, dyn.null_action)])
+    grid = diffusion.time_grid(dyn.config.sampling_steps)
+
+    def denoise(x, ts):
+        t, t_next = ts
+        x0_both, _, _ = dyn.step(jnp.concatenate([x, x]), jnp.full((2 * B,), t), acts, *past)
+        x0 = diffusion.guide(x0_both[:B], x0_both[B:], guidance)
+        return diffusion.euler_step(x, x0, t, t_next), None
+
+    x, _ = jax.lax.scan(denoise, jax.random.normal(k0, (B, h, w, C)), (grid[:-1], grid[1:]))
+    return state.replace(key=key), x
+
+
+@functools.cache
+def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
+    """Jitted functions of split state, shared by every world of the same architecture."""
+
+    def encode(ae_p, stats, frames):
+        z = nnx.merge(ae_def, ae_p).encode(frames)
+        return (z - stats[0]) / stats[1]
+
+    def decode(ae_p, stats, z):
+        return nnx.merge(ae_def, ae_p).decode(z * stats[1] + stats[0])
+
+    def fill_fn(dyn_p, state, z, actions):
+        return fill(nnx.merge(dyn_def, dyn_p), state, z, actions)
+
+    def frame(ae_p, dyn_p, stats, state, actions, guidance):
+        dyn = nnx.merge(dyn_def, dyn_p)
+        state, z = generate(dyn, state, actions, guidance)
+        state = fill(dyn, state, z, actions)
+        return state, decode(ae_p, stats, z), z
+
+    return {
+        "encode": jax.jit(encode),
+        "decode": jax.jit(decode),
+        "fill": jax.jit(fill_fn),
+        "frame": jax.jit(frame, donate_argnums=(3,)),
+    }
+
+
+class WorldModel:
+    """An autoencoder and a dynamics model, stepped frame by frame (see the module docstring)."""
+
+    def __init__(
+        self,
+        autoencoder: Autoencoder,
+        dynamics: Dynamics,
+        *,
+        latent_mean: Sequence[float],
+        latent_std: Sequence[float],
+        action_names: Sequence[str],
+        fps: float = 15.0,
+        meta: dict[str, Any] | None = None,
+        prompts: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
+        if len(action_names) != dynamics.num_actions:
+            raise WorldplayError(f"{len(action_names)} action names for a model of {dynamics.num_actions} actions")
+        self.action_names = tuple(action_names)
+        self.fps = float(fps)
+        size = autoencoder.config.frame_size
+        self.frame_shape = (size, size, 3)
+        self.config = dynamics.config
+        self.meta = dict(meta or {})
+        self.prompts = prompts
+        self._stats = jnp.asarray(np.stack([latent_mean, latent_std]), jnp.float32)  # [2, C]
+        # a world runs on one device, whatever mesh its weights were trained on
+        device = jax.devices()[0]
+        self._ae_def, self._ae_p = nnx.split(autoencoder)
+        self._dyn_def, self._dyn_p = nnx.split(dynamics)
+        self._ae_p, self._dyn_p = jax.device_put((self._ae_p, self._dyn_p), device)
+        self._dyn = dynamics
+        self._fns = _compiled(self._ae_def, self._dyn_def)
+
+    # -- frames <-> latents --------------------------------------------------------
+    def _check_frames(self, frames: np.ndarray, what: str) -> np.ndarray:
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.shape[-3:] != self.frame_shape:
+            raise WorldplayError(
+                f"{what}: expected uint8 frames [..., {', '.join(map(str, self.frame_shape))}], "
+                f"got {frames.dtype} {list(frames.shape)} (resize prompts to the world's frame size)"
+            )
+        return frames
+
+    def encode(self, frames_BHWC: np.ndarray) -> jax.Array:
+        """uint8 [B, H, W, 3] -> normalised latents [B, h, w, C] (unit scale per channel)."""
+        return self._fns["encode"](self._ae_p, self._stats, jnp.asarray(self._check_frames(frames_BHWC, "encode")))
+
+    def decode(self, latents_BhwC: jax.Array) -> np.ndarray:
+        """Normalised latents [B, h, w, C] -> uint8 frames [B, H, W, 3]."""
+        return np.asarray(self._fns["decode"](self._ae_p, self._stats, jnp.asarray(latents_BhwC)))
+
+    # -- stepping ------------------------------------------------------------------
+    def _actions(self, actions: Any, batch: int, what: str) -> jax.Array:
+        a = np.asarray(actions)
+        if a.ndim == 0:
+            a = np.full((batch,), int(a))
+        if a.shape != (batch,) or not np.issubdtype(a.dtype, np.integer):
+            raise WorldplayError(f"{what}: expected {batch} integer action(s), got {a.dtype} {list(a.shape)}")
+        if a.size and (a.min() < 0 or a.max() >= len(self.action_names)):
+            raise WorldplayError(
+                f"{what}: action {int(a.max() if a.max() >= len(self.action_names) else a.min())} out of range; "
+                f"this world has {len(self.action_names)} actions: {', '.join(self.action_names)}"
+            )
+        return jnp.asarray(a, jnp.int32)
+
+    def empty_state(self, batch: int = 1, seed: int = 0, *, batched: bool = True) -> WorldState:
+        dyn, cfg = self._dyn, self.config
+        S = cfg.window - 1
+        shape = (cfg.depth, batch, S * dyn.tokens, cfg.heads, cfg.width // cfg.heads)
+        return WorldState(
+            cache_k=jnp.zeros(shape, jnp.float32),
+            cache_v=jnp.zeros(shape, jnp.float32),
+            slot_frame=jnp.full((S,), -1, jnp.int32),
+            frame_index=jnp.zeros((), jnp.int32),
+            key=jax.random.key(seed),
+            batched=batched,
+        )
+
+    def start(self, prompt_frames: np.ndarray, prompt_actions: Any = None, *, seed: int = 0) -> WorldState:
+        """Start from prompt frames [P, H, W, 3] (or [B, P, H, W, 3] for B streams).
+
+        ``prompt_actions`` [P - 1] (or [B, P - 1]) are the actions taken between
+        the prompt frames; without them the model sees the null action there.
+        """
+        frames = self._check_frames(prompt_frames, "prompt frames")
+        batched = frames.ndim == 5
+        if not batched:
+            if frames.ndim != 4:
+                raise WorldplayError(f"prompt frames: expected [P, H, W, 3] or [B, P, H, W, 3], got {frames.shape}")
+            frames = frames[None]
+        B, P = frames.shape[:2]
+        if P < 1:
+            raise WorldplayError("prompt frames: need at least one frame")
+        null = self._dyn.null_action
+        if prompt_actions is None:
+            acts = np.full((B, max(P - 1, 0)), null, np.int64)
+        else:
+            acts = np.asarray(prompt_actions)
+            acts = acts if batched else acts[None]
+            if acts.shape != (B, P - 1):
+                raise WorldplayError(
+                    f"prompt actions: expected shape {[B, P - 1][int(not batched) :]}, got {acts.shape}"
+                )
+            self._actions(acts.reshape(-1), acts.size, "prompt actions")
+        z = self.encode(frames.reshape(B * P, *self.frame_shape)).reshape(B, P, *self._dyn.latent_shape)
+        state = self.empty_state(B, seed, batched=batched)
+        prev = np.concatenate([np.full((B, 1), null), acts], axis=1).astype(np.int32)
+        for p in range(P):
+            state = self._fns["fill"](self._dyn_p, state, z[:, p], jnp.asarray(prev[:, p]))
+        return state
+
+    def step(self, state: WorldState, action: Any, guidance: float | None = None) -> tuple[WorldState, np.ndarray]:
+        """Take ``action`` (an int, or [B] ints) at the latest frame -> (next state, next frame uint8).
+
+        ``guidance`` scales the action's effect (classifier-free guidance);
+        None uses the world's own default.
+        """
+        state, frames, _ = self.step_latent(state, action, guidance)
+        frames = np.asarray(frames)
+        return state, frames if state.batched else frames[0]
+
+    def step_latent(self, state: WorldState, action: Any, guidance: float | None = None):
+        """Like ``step`` but returns device arrays: (state, frames [B, H, W, 3], latents [B, h, w, C])."""
+        acts = self._actions(action, state.batch_size, "action")
+        g = jnp.float32(self.config.guidance if guidance is None else guidance)
+        # the jitted frame function donates the old cache; keep the caller's state usable (forking is free)
+        state = jax.tree.map(jnp.copy, state)
+        return self._fns["frame"](self._ae_p, self._dyn_p, self._stats, state, acts, g)
+
+    def __repr__(self) -> str:
+        return (
+            f"WorldModel({self.meta.get('name', '?')}: {len(self.action_names)} actions, "
+            f"frames {self.frame_shape}, {self.fps:g} fps, window {self.config.window})"
+        )
+
+
+def load_world(path: str | Path) -> WorldModel:
+    """Load a world folder (see ``worldplay.checkpoint``); it needs nothing else."""
+    path = Path(path)
+    meta = read_world_meta(path)
+    ae_cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
+    dyn_cfg = part_from_dict(DynamicsConfig, meta["dynamics"], "dynamics")
+    ae = nnx.eval_shape(lambda: Autoencoder(ae_cfg, rngs=nnx.Rngs(0)))
+    dyn = nnx.eval_shape(lambda: Dynamics(dyn_cfg, ae_cfg.latent_shape, len(meta["action_names"]), rngs=nnx.Rngs(0)))
+    ae = restore_into(ae, path / "autoencoder")
+    dyn = restore_into(dyn, path / "dynamics")
+    prompts = None
+    if (path / "prompts.npz").is_file():
+        with np.load(path / "prompts.npz") as z:
+            prompts = (z["frames"], z["actions"])
+    return WorldModel(
+        ae,
+        dyn,
+        latent_mean=meta["latent_mean"],
+        latent_std=meta["latent_std"],
+        action_names=meta["action_names"],
+        fps=meta["fps"],
+        meta=meta,
+        prompts=prompts,
+    )
