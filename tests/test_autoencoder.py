@@ -69,5 +69,5 @@ def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys):
     meta = json.loads(
         (tmp_path / "runs" / "toy" / "autoencoder" / "checkpoints" / "80" / "meta" / "metadata").read_text()
     )
-    assert meta["step"] == 80 and len(meta["latent_mean"]) == 8
+    assert meta["step"] == 80 and len(meta["latent_mean"]) == 16
     assert jax.device_count() >= 1

@@ -159,3 +159,212 @@ def format_autoencoder(result: dict[str, Any]) -> str:
         r = result[k]
         lines.append(f"{k:>14}: p50 {r['ms_p50']:.2f} ms, p95 {r['ms_p95']:.2f} ms per frame")
     return "\n".join(lines)
+
+
+def _flops(compiled: Any) -> float | None:
+    """FLOPs of a compiled function by XLA's cost analysis (None where the backend gives none)."""
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float(cost["flops"]) if cost and "flops" in cost else None
+    except Exception:  # cost analysis is best-effort and backend-specific
+        return None
+
+
+def _percentiles(times_ms: list[float]) -> dict[str, float]:
+    t = sorted(times_ms)
+    return {"ms_p50": statistics.median(t), "ms_p95": t[max(0, int(0.95 * len(t)) - 1)], "ms_mean": statistics.fmean(t)}
+
+
+def bench_play(
+    world_path: str | os.PathLike[str] | None = None, *, frames: int = 300, scale: int = 8
+) -> dict[str, Any]:
+    """Frames per second of a world stepped with guidance on, split into model, decode and display.
+
+    total: one ``world.step`` (denoising steps with CFG, cache update, decode, copy to the host), as play
+    calls it. model: the same without the decode. decode: the autoencoder's decoder alone. display: scaling
+    the frame to the window and blitting it (pygame, offscreen).
+    """
+    from worldplay.play import _pygame
+    from worldplay.world import _compiled, fill, generate, load_world
+
+    pygame = _pygame()  # surfaces only: no window, no display needed
+
+    path = world_path or default_world_path()
+    world = load_world(path)
+    prompt_frames, prompt_actions = world.prompts if world.prompts is not None else (None, None)
+    if prompt_frames is None:
+        prompt = np.zeros((4, *world.frame_shape), np.uint8)
+        state = world.start(prompt)
+    else:
+        state = world.start(prompt_frames[0], prompt_actions[0, :-1])
+    rng = np.random.default_rng(0)
+    n_act = len(world.action_names)
+    g = world.config.guidance
+
+    # model only: the frame function without the decode
+    dyn_def = world._dyn_def
+
+    def model_only(dyn_p, st, acts, guidance):
+        from flax import nnx
+
+        dyn = nnx.merge(dyn_def, dyn_p)
+        st, z = generate(dyn, st, acts, guidance)
+        return fill(dyn, st, z, acts), z
+
+    model_fn = jax.jit(model_only)
+    fns = _compiled(world._ae_def, world._dyn_def)
+    acts = jnp.zeros((1,), jnp.int32)
+    frame_compiled = fns["frame"].lower(world._ae_p, world._dyn_p, world._stats, state, acts, jnp.float32(g)).compile()
+    flops = _flops(frame_compiled)
+
+    size = (world.frame_shape[1] * scale, world.frame_shape[0] * scale)
+    screen = pygame.Surface(size)
+
+    def display(frame: np.ndarray) -> None:
+        surf = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
+        screen.blit(pygame.transform.scale(surf, size), (0, 0))
+
+    total, model, decode, show = [], [], [], []
+    st = state
+    for i in range(frames + 20):
+        a = int(rng.integers(n_act))
+        t0 = time.perf_counter()
+        st, frame = world.step(st, a, guidance=g)
+        t1 = time.perf_counter()
+        display(frame)
+        t2 = time.perf_counter()
+        if i >= 20:
+            total.append(1000 * (t1 - t0))
+            show.append(1000 * (t2 - t1))
+    st2 = state
+    for i in range(frames + 20):
+        t0 = time.perf_counter()
+        st2, z = model_fn(world._dyn_p, st2, jnp.asarray([i % n_act], jnp.int32), jnp.float32(g))
+        jax.block_until_ready(z)
+        t1 = time.perf_counter()
+        jax.block_until_ready(fns["decode"](world._ae_p, world._stats, z))
+        t2 = time.perf_counter()
+        if i >= 20:
+            model.append(1000 * (t1 - t0))
+            decode.append(1000 * (t2 - t1))
+    per_frame = [a + b for a, b in zip(total, show, strict=True)]
+    result = {
+        "benchmark": "play",
+        **machine(),
+        "world": str(path),
+        "frames": frames,
+        "guidance": g,
+        "sampling_steps": world.config.sampling_steps,
+        "tokens_per_frame": world._dyn.tokens,
+        "fps": 1000.0 / statistics.fmean(per_frame),
+        **_percentiles(per_frame),
+        "step": _percentiles(total),
+        "model": _percentiles(model),
+        "decode": _percentiles(decode),
+        "display": _percentiles(show),
+        "gflop_per_frame": None if flops is None else flops / 1e9,
+    }
+    if flops is not None:
+        result["gflop_per_s"] = flops / 1e9 / (result["step"]["ms_mean"] / 1000.0)
+    return result
+
+
+def format_play(r: dict[str, Any]) -> str:
+    lines = [
+        f"machine: {r['cpu']} ({r['cores']} cores), device {r['device']}; world {r['world']}",
+        f"{r['fps']:.1f} frames/s, p50 {r['ms_p50']:.1f} ms, p95 {r['ms_p95']:.1f} ms per frame "
+        f"(guidance {r['guidance']:g}, {r['sampling_steps']} steps, {r['tokens_per_frame']} tokens/frame)",
+    ]
+    for k in ("model", "decode", "display"):
+        lines.append(f"  {k:>8}: p50 {r[k]['ms_p50']:.2f} ms, p95 {r[k]['ms_p95']:.2f} ms")
+    if r.get("gflop_per_frame"):
+        lines.append(f"  {r['gflop_per_frame']:.2f} GFLOP per frame, {r['gflop_per_s']:.1f} GFLOP/s achieved")
+    return "\n".join(lines)
+
+
+def default_world_path() -> Path:
+    """The shipped default world (inside the installed package)."""
+    from worldplay.checkpoint import default_world
+
+    return default_world()
+
+
+# Dense peak FLOP/s of accelerators, for model FLOPs utilisation (TF32 tensor cores for float32 matmuls).
+PEAK_FLOPS = {"H100": 494e12, "H200": 494e12, "A100": 156e12}
+
+
+def bench_train(config: str | os.PathLike[str] = "configs/boxing.toml", *, steps: int = 10, batch: int | None = None):
+    """Training throughput of the dynamics stage on synthetic latents: sequences/s, tokens/s, FLOPs, MFU.
+
+    Times the jitted training step alone (the same step ``worldplay train dynamics`` runs), after compiling.
+    """
+    from flax import nnx
+
+    from worldplay.config import load_config
+    from worldplay.models.dynamics import Dynamics
+    from worldplay.train.dynamics import DynamicsObjective
+    from worldplay.train.loop import make_optimizer, make_train_step
+
+    cfg = load_config(config)
+    B = batch or cfg.train_dynamics.batch_size
+    T = cfg.dynamics.window
+    latent = cfg.autoencoder.latent_shape
+    num_actions = 18  # the full Atari action set
+    stage = DynamicsObjective(cfg)
+    model = Dynamics(cfg.dynamics, latent, num_actions, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(cfg.train_dynamics)
+    opt_state = tx.init(params)
+    ema = jax.tree.map(jnp.copy, params)
+    step = jax.jit(make_train_step(stage, graphdef, tx, 0.999), donate_argnums=(0, 1, 2))
+    rng = np.random.default_rng(0)
+    data = {
+        "latents": jnp.asarray(rng.normal(size=(B, T, *latent)).astype(np.float16)),
+        "actions": jnp.asarray(rng.integers(0, num_actions, (B, T)).astype(np.int32)),
+    }
+    key = jax.random.key(0)
+    compiled = step.lower(params, ema, opt_state, data, key, jnp.float32(1)).compile()
+    flops = _flops(compiled)
+    for i in range(3):
+        params, ema, opt_state, m = step(params, ema, opt_state, data, key, jnp.float32(i + 1))
+    jax.block_until_ready(m)
+    t = time.perf_counter()
+    for i in range(steps):
+        params, ema, opt_state, m = step(params, ema, opt_state, data, key, jnp.float32(i + 4))
+    jax.block_until_ready(m)
+    dt = (time.perf_counter() - t) / steps
+    tokens = B * T * model.tokens
+    result = {
+        "benchmark": "train",
+        **machine(),
+        "config": str(config),
+        "batch": B,
+        "window": T,
+        "tokens_per_sequence": T * model.tokens,
+        "params": int(sum(x.size for x in jax.tree.leaves(params))),
+        "ms_per_step": 1000 * dt,
+        "sequences_per_s": B / dt,
+        "tokens_per_s": tokens / dt,
+        "tflop_per_step": None if flops is None else flops / 1e12,
+    }
+    dev = jax.devices()[0]
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in dev.device_kind), None)
+    if flops is not None:
+        result["achieved_tflop_per_s"] = flops / dt / 1e12
+        if peak is not None:
+            result["mfu"] = flops / dt / peak
+    return result
+
+
+def format_train(r: dict[str, Any]) -> str:
+    line = (
+        f"machine: {r['cpu']} ({r['cores']} cores), device {r['device']}; {r['config']}, batch {r['batch']} x "
+        f"{r['tokens_per_sequence']} tokens, {r['params'] / 1e6:.1f}M params\n"
+        f"{r['ms_per_step']:.1f} ms/step, {r['sequences_per_s']:.1f} sequences/s, {r['tokens_per_s']:.0f} tokens/s"
+    )
+    if r.get("achieved_tflop_per_s") is not None:
+        line += f", {r['achieved_tflop_per_s']:.3f} TFLOP/s achieved"
+    if r.get("mfu") is not None:
+        line += f", MFU {100 * r['mfu']:.1f}%"
+    return line

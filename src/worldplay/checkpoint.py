@@ -81,6 +81,8 @@ def save_params(module: nnx.Module, item_dir: Path) -> None:
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(item_dir.absolute(), params)
         ckptr.wait_until_finished()
+    # Orbax's marker names the temporary folder it was written in; the folder is renamed, so drop it
+    (item_dir / "commit_success.txt").unlink(missing_ok=True)
 
 
 def save_world(
@@ -140,3 +142,19 @@ def read_world_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in meta:
             raise CheckpointError(f"{meta_file}: key {key!r} missing; the world folder is incomplete")
     return meta
+
+
+def default_world(name: str = "boxing") -> Path:
+    """The folder of a world shipped with worldplay (installed with the package, or in a source checkout)."""
+    try:
+        from importlib.resources import files
+
+        candidate = Path(str(files("worldplay.worlds") / name))
+    except ModuleNotFoundError:
+        candidate = Path(__file__).resolve().parents[2] / "checkpoints" / name
+    if not (candidate / "world.json").is_file():
+        raise CheckpointError(
+            f"the default world {name!r} is not installed ({candidate} has no world.json); "
+            "reinstall worldplay, or pass a world folder: worldplay play runs/<name>/dynamics/world"
+        )
+    return candidate

@@ -137,6 +137,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing")
         print(json.dumps(result, indent=2) if args.json else bench.format_data(result))
         return 0
+    if args.what == "play":
+        result = bench.bench_play(args.world)
+        print(json.dumps(result, indent=2) if args.json else bench.format_play(result))
+        return 0
+    if args.what == "train":
+        result = bench.bench_train(args.config or "configs/boxing.toml")
+        print(json.dumps(result, indent=2) if args.json else bench.format_train(result))
+        return 0
     if args.what == "autoencoder":
         result = bench.bench_autoencoder(args.config)
         print(json.dumps(result, indent=2) if args.json else bench.format_autoencoder(result))
@@ -158,29 +166,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from worldplay.data.sources import ToyGame
-    from worldplay.play import play_source
+    if args.game is not None:
+        from worldplay.data.sources import make_source
+        from worldplay.play import play_source
 
-    if args.checkpoint is not None:
-        raise WorldplayError(
-            f"{args.checkpoint}: this version of worldplay cannot load trained worlds yet; "
-            "run `worldplay play` without a checkpoint to play the built-in toy game"
-        )
-    print(
-        "No trained world ships with this version yet: playing the built-in toy game itself "
-        "(real game logic, not a world model). Arrow keys move, Esc quits.",
-        file=sys.stderr,
-    )
-    frames = play_source(
-        ToyGame(max_steps=10**9),
-        title="worldplay: toy game (no trained world yet)",
-        seed=args.seed,
-        headless=args.headless,
-        keys=args.keys,
-        video=args.video,
-    )
+        source = make_source(args.game, max_steps=10**9)
+        print(f"playing the real game {args.game} (not a world model). Arrow keys move, Esc quits.", file=sys.stderr)
+        frames = play_source(
+            source, title=f"worldplay: {args.game} (the real game)", seed=args.seed, headless=args.headless,
+            keys=args.keys, video=args.video,
+        )  # fmt: skip
+        if args.video:
+            print(f"wrote {len(frames)} frames to {args.video}")
+        return 0
+    from worldplay.checkpoint import default_world
+    from worldplay.play import has_display, play_world
+    from worldplay.world import load_world
+
+    if not args.headless and not has_display():
+        from worldplay.play import HEADLESS_HINT
+
+        raise WorldplayError(f"no display to open a window on (DISPLAY is not set). Play headless:\n  {HEADLESS_HINT}")
+    world = load_world(args.checkpoint or default_world())
+    keymap = None
+    if args.keymap:
+        from worldplay.play import load_keymap
+
+        keymap = load_keymap(args.keymap)
+    session = play_world(
+        world, prompt=args.prompt, headless=args.headless, keys=args.keys, video=args.video, seed=args.seed,
+        guidance=args.guidance, smooth=args.smooth, window_px=args.size, record_dir=args.record_dir, keymap=keymap,
+    )  # fmt: skip
     if args.video:
-        print(f"wrote {len(frames)} frames to {args.video}")
+        print(f"wrote {len(session.shown)} frames to {args.video}")
     return 0
 
 
@@ -230,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="measure speed on this machine")
-    b.add_argument("what", choices=["data", "autoencoder"])
-    b.add_argument("--config", default=None, help="autoencoder: the config whose model to time (default: built-in)")
+    b.add_argument("what", choices=["play", "train", "data", "autoencoder"])
+    b.add_argument("--world", default=None, help="play: a world folder (default: the shipped world)")
+    b.add_argument("--config", default=None, help="train, autoencoder: the config whose model to time")
     b.add_argument("--json", action="store_true")
     b.add_argument("--no-ale", action="store_true", help="skip the Atari recording benchmark")
     b.set_defaults(func=cmd_bench)
@@ -246,7 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("play", help="play a world with the arrow keys")
-    pl.add_argument("checkpoint", nargs="?", default=None)
+    pl.add_argument("checkpoint", nargs="?", default=None, help="a world folder (default: the shipped Boxing world)")
+    pl.add_argument("--prompt", default=None, help="start the world from this image (resized to the world's frames)")
+    pl.add_argument("--guidance", type=float, default=None, help="initial guidance scale (default: the world's own)")
+    pl.add_argument("--size", type=_positive, default=512, help="window size in pixels (default 512)")
+    pl.add_argument("--smooth", action="store_true", help="smooth scaling instead of sharp pixels")
+    pl.add_argument("--record-dir", default="recordings", help="where P (PNG) and V (MP4 + dataset) write")
+    pl.add_argument("--keymap", default=None, help='TOML with a [keymap] table, e.g. "UP+FIRE" = "UPFIRE"')
+    pl.add_argument("--game", default=None, help="play a real game instead of a world: toy or ale:<GameId>")
     pl.add_argument("--headless", action="store_true", help="no window: play --keys and write --video")
     pl.add_argument("--keys", default=None, help="scripted actions, e.g. 'RIGHT*20,UP*10,NOOP*5'")
     pl.add_argument("--video", default=None, help="write what was played to this MP4 or GIF")

@@ -38,13 +38,15 @@ def sample_levels(key: jax.Array, shape: tuple[int, ...], context_noise: float, 
     """Per-frame training noise levels (diffusion forcing).
 
     With probability ``clean_prob`` a frame gets a low, context-like level drawn
-    uniformly from [0, 2 * context_noise]; otherwise any level in [0, 1]. Every
+    uniformly from [0, 2 * context_noise]; otherwise a level in [0, 1] drawn with density 2t. Every
     frame is then a denoising target given whatever its past looks like, and the
     model sees histories as slightly noisy as those it gets at sampling.
     """
     k_mix, k_low, k_any = jax.random.split(key, 3)
     low = jax.random.uniform(k_low, shape, maxval=min(1.0, 2.0 * context_noise))
-    anywhere = jax.random.uniform(k_any, shape)
+    # density 2t on [0, 1]: high levels, where the next frame must be predicted rather than cleaned up, and
+    # where the sampler spends its first and decisive step, are drawn more often
+    anywhere = jnp.sqrt(jax.random.uniform(k_any, shape))
     return jnp.where(jax.random.bernoulli(k_mix, clean_prob, shape), low, anywhere)
 
 

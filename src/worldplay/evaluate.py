@@ -104,3 +104,52 @@ def evaluate_autoencoder(
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def paired_windows(
+    ds: Any, episodes: list[int], count: int, length: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` real windows of ``length`` frames from ``episodes``: frames [B, L, H, W, 3], actions [B, L]."""
+    rng = np.random.default_rng(seed)
+    usable = [e for e in episodes if ds.episode_lengths[e] >= length]
+    if not usable:
+        raise WorldplayError(f"{ds.path}: no held-out episode of at least {length} frames")
+    frames, actions = [], []
+    for k in range(count):
+        e = usable[k % len(usable)]
+        start = int(rng.integers(0, ds.episode_lengths[e] - length + 1))
+        f, a = ds.read_window(e, start, length)
+        frames.append(f)
+        actions.append(a)
+    return np.stack(frames), np.stack(actions).astype(np.int32)
+
+
+def rollout_psnr(
+    world: Any, frames: np.ndarray, actions: np.ndarray, prompt: int, *, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """PSNR [B, H] against the real frames after ``prompt`` frames: the world driven by the recorded
+    actions, by the same actions shuffled across streams and time, and repeating the last prompt frame.
+
+    ``actions[:, t]`` produced ``frames[:, t + 1]``; the world starts from ``frames[:, :prompt]``.
+    """
+    B, L = actions.shape
+    horizon = L - prompt
+    real = frames[:, prompt:]
+    true_acts = actions[:, prompt - 1 : L - 1]
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(true_acts.reshape(-1)).reshape(true_acts.shape)
+
+    def play(acts: np.ndarray) -> np.ndarray:
+        state = world.start(frames[:, :prompt], actions[:, : prompt - 1], seed=seed)
+        out = []
+        for k in range(horizon):
+            state, frame = world.step(state, acts[:, k])
+            out.append(frame)
+        return np.stack(out, axis=1)
+
+    def score(pred: np.ndarray) -> np.ndarray:
+        flat = (B * horizon, *real.shape[2:])
+        return np.asarray(psnr(real.reshape(flat), pred.reshape(flat))).reshape(B, horizon)
+
+    repeat = np.broadcast_to(frames[:, prompt - 1 : prompt], real.shape)
+    return {"world": score(play(true_acts)), "random_actions": score(play(shuffled)), "repeat_last": score(repeat)}

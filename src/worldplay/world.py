@@ -130,7 +130,7 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
         "encode": jax.jit(encode),
         "decode": jax.jit(decode),
         "fill": jax.jit(fill_fn),
-        "frame": jax.jit(frame, donate_argnums=(3,)),
+        "frame": jax.jit(frame),  # no donation: the caller's state stays valid, so forking is free
     }
 
 
@@ -259,8 +259,6 @@ class WorldModel:
         """Like ``step`` but returns device arrays: (state, frames [B, H, W, 3], latents [B, h, w, C])."""
         acts = self._actions(action, state.batch_size, "action")
         g = jnp.float32(self.config.guidance if guidance is None else guidance)
-        # the jitted frame function donates the old cache; keep the caller's state usable (forking is free)
-        state = jax.tree.map(jnp.copy, state)
         return self._fns["frame"](self._ae_p, self._dyn_p, self._stats, state, acts, g)
 
     def __repr__(self) -> str:

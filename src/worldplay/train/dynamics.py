@@ -108,21 +108,13 @@ def rollout(
     return np.stack(out, axis=1)
 
 
-class DynamicsStage:
+class DynamicsObjective:
+    """The training objective of the dynamics model (diffusion forcing, x0-prediction, action dropout)."""
+
     name = "dynamics"
 
-    def __init__(self, cfg: Config, ae: Autoencoder, ae_meta: dict[str, Any], ds: Dataset, prompts: dict[str, Any]):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.ae = ae
-        self.ae_meta = ae_meta
-        self.ds = ds
-        self.stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
-        self.prompts = prompts  # frames [K, P, H, W, 3] and actions [K, P] from held-out episodes
-        self.window = cfg.dynamics.window
-        self.last_eval: dict[str, float] = {}
-
-    def build(self, rngs: nnx.Rngs) -> Dynamics:
-        return Dynamics(self.cfg.dynamics, self.ae.config.latent_shape, len(self.ds.action_names), rngs=rngs)
 
     def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"latents": raw["latents"], "actions": raw["actions"].astype(np.int32)}
@@ -140,6 +132,20 @@ class DynamicsStage:
         return jnp.mean(err), {
             "mse_high_noise": jnp.sum(err * high) / jnp.maximum(high.sum(), 1),
         }
+
+
+class DynamicsStage(DynamicsObjective):
+    def __init__(self, cfg: Config, ae: Autoencoder, ae_meta: dict[str, Any], ds: Dataset, prompts: dict[str, Any]):
+        super().__init__(cfg)
+        self.ae = ae
+        self.ae_meta = ae_meta
+        self.ds = ds
+        self.stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
+        self.prompts = prompts  # frames [K, P, H, W, 3] and actions [K, P] from held-out episodes
+        self.last_eval: dict[str, float] = {}
+
+    def build(self, rngs: nnx.Rngs) -> Dynamics:
+        return Dynamics(self.cfg.dynamics, self.ae.config.latent_shape, len(self.ds.action_names), rngs=rngs)
 
     def _world(self, model: Dynamics) -> WorldModel:
         return WorldModel(
