@@ -186,7 +186,7 @@ def bench_play(
     the frame to the window and blitting it (pygame, offscreen).
     """
     from worldplay.play import _pygame
-    from worldplay.world import _compiled, fill, generate, load_world
+    from worldplay.world import _compiled, load_world
 
     pygame = _pygame()  # surfaces only: no window, no display needed
 
@@ -202,18 +202,8 @@ def bench_play(
     n_act = len(world.action_names)
     g = world.config.guidance
 
-    # model only: the frame function without the decode
-    dyn_def = world._dyn_def
-
-    def model_only(dyn_p, st, acts, guidance):
-        from flax import nnx
-
-        dyn = nnx.merge(dyn_def, dyn_p)
-        st, z = generate(dyn, st, acts, guidance)
-        return fill(dyn, st, z, acts), z
-
-    model_fn = jax.jit(model_only)
     fns = _compiled(world._ae_def, world._dyn_def)
+    model_fn = fns["advance"]  # the frame function without the decode
     acts = jnp.zeros((1,), jnp.int32)
     frame_compiled = fns["frame"].lower(world._ae_p, world._dyn_p, world._stats, state, acts, jnp.float32(g)).compile()
     flops = _flops(frame_compiled)

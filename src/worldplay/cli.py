@@ -133,23 +133,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from worldplay import bench
 
-    if args.what == "data":
-        result = bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing")
-        print(json.dumps(result, indent=2) if args.json else bench.format_data(result))
-        return 0
-    if args.what == "play":
-        result = bench.bench_play(args.world)
-        print(json.dumps(result, indent=2) if args.json else bench.format_play(result))
-        return 0
-    if args.what == "train":
-        result = bench.bench_train(args.config or "configs/boxing.toml")
-        print(json.dumps(result, indent=2) if args.json else bench.format_train(result))
-        return 0
-    if args.what == "autoencoder":
-        result = bench.bench_autoencoder(args.config)
-        print(json.dumps(result, indent=2) if args.json else bench.format_autoencoder(result))
-        return 0
-    raise WorldplayError(f"worldplay bench {args.what}: not available in this version")
+    runs = {
+        "data": lambda: (bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing"), bench.format_data),
+        "play": lambda: (bench.bench_play(args.world), bench.format_play),
+        "train": lambda: (bench.bench_train(args.config or "configs/boxing.toml"), bench.format_train),
+        "autoencoder": lambda: (bench.bench_autoencoder(args.config), bench.format_autoencoder),
+    }
+    result, fmt = runs[args.what]()
+    print(json.dumps(result, indent=2) if args.json else fmt(result))
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -180,13 +172,11 @@ def cmd_play(args: argparse.Namespace) -> int:
             print(f"wrote {len(frames)} frames to {args.video}")
         return 0
     from worldplay.checkpoint import default_world
-    from worldplay.play import has_display, play_world
+    from worldplay.play import play_world, require_display
     from worldplay.world import load_world
 
-    if not args.headless and not has_display():
-        from worldplay.play import HEADLESS_HINT
-
-        raise WorldplayError(f"no display to open a window on (DISPLAY is not set). Play headless:\n  {HEADLESS_HINT}")
+    if not args.headless:
+        require_display()  # before the world loads, which takes seconds
     world = load_world(args.checkpoint or default_world())
     keymap = None
     if args.keymap:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,15 +78,20 @@ def _command(pg, event) -> str | None:
     return table.get(key)
 
 
+def require_display() -> None:
+    """Refuse, with the headless command to use instead, where no window can be opened."""
+    if not has_display():
+        raise WorldplayError(
+            "no display to open a window on (DISPLAY is not set). Without a screen, play "
+            f"headless, e.g.:\n  {HEADLESS_HINT}"
+        )
+
+
 class Window:
     """A pygame window that shows uint8 frames scaled to ``size`` px and reports held controls."""
 
     def __init__(self, title: str, frame_shape: Sequence[int], *, size: int = DEFAULT_WINDOW_PX, smooth: bool = False):
-        if not has_display():
-            raise WorldplayError(
-                "no display to open a window on (DISPLAY is not set). Without a screen, play "
-                f"headless, e.g.:\n  {HEADLESS_HINT}"
-            )
+        require_display()
         pg = self.pg = _pygame()
         try:
             pg.display.init()
@@ -303,8 +309,6 @@ class WorldSession:
 
     def step(self, action: int) -> np.ndarray:
         """One frame of the world for ``action`` (nothing moves while paused)."""
-        import time
-
         if self.paused:
             return self.frame
         t = time.perf_counter()
@@ -350,8 +354,6 @@ class WorldSession:
         self.recording = None
         if not actions:
             return []
-        import time
-
         from worldplay.data.format import DatasetWriter
         from worldplay.video import write_video
 

@@ -120,16 +120,21 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
     def fill_fn(dyn_p, state, z, actions):
         return fill(nnx.merge(dyn_def, dyn_p), state, z, actions)
 
-    def frame(ae_p, dyn_p, stats, state, actions, guidance):
+    def advance(dyn_p, state, actions, guidance):
+        """The next frame's latents and the state after it, without the decode."""
         dyn = nnx.merge(dyn_def, dyn_p)
         state, z = generate(dyn, state, actions, guidance)
-        state = fill(dyn, state, z, actions)
+        return fill(dyn, state, z, actions), z
+
+    def frame(ae_p, dyn_p, stats, state, actions, guidance):
+        state, z = advance(dyn_p, state, actions, guidance)
         return state, decode(ae_p, stats, z), z
 
     return {
         "encode": jax.jit(encode),
         "decode": jax.jit(decode),
         "fill": jax.jit(fill_fn),
+        "advance": jax.jit(advance),
         "frame": jax.jit(frame),  # no donation: the caller's state stays valid, so forking is free
     }
 
@@ -239,10 +244,21 @@ class WorldModel:
                 )
             self._actions(acts.reshape(-1), acts.size, "prompt actions")
         z = self.encode(frames.reshape(B * P, *self.frame_shape)).reshape(B, P, *self._dyn.latent_shape)
+        return self.start_latents(z, acts, seed=seed, batched=batched)
+
+    def start_latents(
+        self, z_BPhwC: jax.Array, prompt_actions_BQ: np.ndarray, *, seed: int = 0, batched: bool = True
+    ) -> WorldState:
+        """Start B streams from normalised prompt latents [B, P, h, w, C] and the actions between them.
+
+        ``prompt_actions`` has at least P - 1 columns (any later ones are ignored).
+        """
+        B, P = z_BPhwC.shape[:2]
         state = self.empty_state(B, seed, batched=batched)
-        prev = np.concatenate([np.full((B, 1), null), acts], axis=1).astype(np.int32)
+        prev = np.concatenate([np.full((B, 1), self._dyn.null_action), np.asarray(prompt_actions_BQ)[:, : P - 1]], 1)
+        prev = prev.astype(np.int32)
         for p in range(P):
-            state = self._fns["fill"](self._dyn_p, state, z[:, p], jnp.asarray(prev[:, p]))
+            state = self._fns["fill"](self._dyn_p, state, z_BPhwC[:, p], jnp.asarray(prev[:, p]))
         return state
 
     def step(self, state: WorldState, action: Any, guidance: float | None = None) -> tuple[WorldState, np.ndarray]:

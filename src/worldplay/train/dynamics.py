@@ -96,11 +96,7 @@ def rollout(
     world: WorldModel, prompt_z: jax.Array, prompt_actions: np.ndarray, actions: np.ndarray, *, seed: int = 0
 ) -> np.ndarray:
     """Latents generated from normalised prompt latents [B, P, ...] by actions [B, H] -> [B, H, h, w, C]."""
-    B, P = prompt_z.shape[:2]
-    state = world.empty_state(B, seed)
-    prev = np.concatenate([np.full((B, 1), world._dyn.null_action), prompt_actions[:, : P - 1]], axis=1)
-    for p in range(P):
-        state = world._fns["fill"](world._dyn_p, state, prompt_z[:, p], jnp.asarray(prev[:, p], jnp.int32))
+    state = world.start_latents(prompt_z, prompt_actions, seed=seed)
     out = []
     for k in range(actions.shape[1]):
         state, _, z = world.step_latent(state, actions[:, k])
@@ -143,6 +139,7 @@ class DynamicsStage(DynamicsObjective):
         self.stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
         self.prompts = prompts  # frames [K, P, H, W, 3] and actions [K, P] from held-out episodes
         self.last_eval: dict[str, float] = {}
+        self._eval_loss = jax.jit(lambda m, b, k: self.loss(m, b, k)[0])  # compiled once, reused every evaluation
 
     def build(self, rngs: nnx.Rngs) -> Dynamics:
         return Dynamics(self.cfg.dynamics, self.ae.config.latent_shape, len(self.ds.action_names), rngs=rngs)
@@ -158,7 +155,7 @@ class DynamicsStage(DynamicsObjective):
         )
 
     def evaluate(self, model: Dynamics, batches: list[dict[str, np.ndarray]]):
-        loss_fn = jax.jit(lambda m, b, k: self.loss(m, b, k)[0])
+        loss_fn = self._eval_loss
         key = jax.random.key(1234)  # fixed: the same noise at every evaluation
         losses = [float(loss_fn(model, self.batch(b), jax.random.fold_in(key, i))) for i, b in enumerate(batches)]
         result = {"eval_loss": float(np.mean(losses))}
