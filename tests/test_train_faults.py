@@ -6,6 +6,7 @@ subprocesses share a persistent compilation cache so a rerun does not recompile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -400,3 +401,22 @@ def test_bad_config_is_refused_before_anything_compiles(tmp_path, toy_dataset, c
     err = capsys.readouterr().err
     assert re.search(r"^error: configs/toy\.toml: " + message, err, re.M), err
     assert not runs.exists() and not list(tmp_path.glob("**/checkpoints"))
+
+
+def test_resuming_with_a_changed_model_is_refused(tmp_path, toy_dataset):
+    """A run resumed with other model shapes is refused with the key and both values, before anything
+    is built; its checkpoints and its config.json are left as they were."""
+    runs = tmp_path / "runs"
+    train_sets = ("batch_size=4", "steps=5", "warmup=0", "eval_every=1000", "eval_batches=1", "checkpoint_every=5")
+    cfg = _tiny_config(toy_dataset, runs, *train_sets)
+    _run(AutoencoderStage(cfg), cfg, toy_dataset)
+    run = runs / "toy" / "autoencoder"
+    saved = (run / "config.json").read_text()
+    changed = dataclasses.replace(cfg, autoencoder=dataclasses.replace(cfg.autoencoder, latent_channels=8))
+    with pytest.raises(WorldplayError, match=r"autoencoder\.latent_channels = 4, the config now says 8"):
+        _run(AutoencoderStage(changed), changed, toy_dataset)
+    assert (run / "config.json").read_text() == saved
+    assert sorted(_restore_all(run / "checkpoints", cfg)) == [5]
+    longer = dataclasses.replace(cfg, train_autoencoder=dataclasses.replace(cfg.train_autoencoder, steps=10))
+    _, messages = _run(AutoencoderStage(longer), longer, toy_dataset)
+    assert any("from step 5" in m for m in messages), messages

@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from worldplay.config import Config, TrainConfig, config_to_dict
-from worldplay.errors import WorldplayError
+from worldplay.errors import ConfigError, WorldplayError
 
 Batch = dict[str, np.ndarray]
 Metrics = dict[str, jax.Array]
@@ -142,13 +142,9 @@ def loaders(
     Refuses a batch that does not split evenly over the devices before anything is built.
     """
     from worldplay.data.loader import make_loader
-    from worldplay.errors import ConfigError
 
     tc = stage_train_config(cfg, stage_name)
-    if tc.batch_size % jax.device_count():
-        raise ConfigError(
-            f"train_{stage_name}.batch_size: {tc.batch_size} does not split evenly over {jax.device_count()} devices"
-        )
+    preflight(cfg, stage_name)
     common = dict(
         window=window,
         batch_size=tc.batch_size // jax.process_count(),
@@ -197,6 +193,37 @@ def _checkpoint_manager(path: Path, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(path.absolute(), options=options)
 
 
+# The config sections that fix a stage's parameter shapes: a run can only resume with the same values.
+MODEL_SECTIONS = {"autoencoder": ("autoencoder",), "dynamics": ("autoencoder", "dynamics")}
+
+
+def preflight(cfg: Config, stage_name: str) -> None:
+    """The checks a stage makes before it loads, encodes or compiles anything."""
+    tc = stage_train_config(cfg, stage_name)
+    if tc.batch_size % jax.device_count():
+        raise ConfigError(
+            f"train_{stage_name}.batch_size: {tc.batch_size} does not split evenly over {jax.device_count()} devices"
+        )
+    check_resumable(RunPaths(run_dir(cfg, stage_name)), cfg, stage_name)
+
+
+def check_resumable(paths: RunPaths, cfg: Config, stage_name: str) -> None:
+    """Refuse, before anything compiles, to resume a run whose model config has changed since it started."""
+    saved_file = paths.root / "config.json"
+    if not saved_file.exists() or not any(c.name.isdigit() for c in paths.checkpoints.glob("*")):
+        return
+    saved, now = json.loads(saved_file.read_text()), json.loads(json.dumps(config_to_dict(cfg)))
+    for section in MODEL_SECTIONS.get(stage_name, ()):
+        for key, value in now[section].items():
+            old = saved.get(section, {}).get(key)
+            if old != value:
+                raise ConfigError(
+                    f"{paths.root}: this run was trained with {section}.{key} = {json.dumps(old)}, the config "
+                    f"now says {json.dumps(value)}, so its checkpoints cannot resume. Train under another "
+                    f"`name` or `train_{stage_name}.runs_dir`, or delete {paths.root} to start over."
+                )
+
+
 def train(
     stage: Stage,
     cfg: Config,
@@ -214,6 +241,7 @@ def train(
     tc = stage_train_config(cfg, stage.name)
     paths = RunPaths(run_dir(cfg, stage.name))
     paths.root.mkdir(parents=True, exist_ok=True)
+    check_resumable(paths, cfg, stage.name)
     (paths.root / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
