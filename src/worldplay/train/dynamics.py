@@ -207,6 +207,7 @@ class DynamicsStage(DynamicsObjective):
             "latent_mean": self.stats[0].tolist(),
             "latent_std": self.stats[1].tolist(),
             "dataset": {"path": str(self.ds.path), "fingerprint": self.ds.fingerprint()},
+            "data": {"holdout": self.cfg.data.holdout, "seed": self.cfg.data.seed},  # which episodes it never saw
             "steps": {"autoencoder": self.ae_meta["step"], "dynamics": step},
             "eval": self.last_eval,
         }
@@ -238,8 +239,9 @@ def held_out_prompts(ds: Dataset, episodes: list[int], count: int = 8, seed: int
 def train_dynamics(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the dynamics model of ``cfg`` on latents of its run's autoencoder."""
     from worldplay.data.loader import split_episodes
-    from worldplay.train.loop import loaders, run_dir, train
+    from worldplay.train.loop import loaders, preflight, run_dir, train
 
+    preflight(cfg, "dynamics")
     ds = open_dataset(cfg.data.dataset)
     ae_run = run_dir(cfg, "autoencoder")
     try:
