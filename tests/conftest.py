@@ -37,11 +37,12 @@ def fresh_toy_dataset(tmp_path) -> Path:
 # world that has learned something (dynamics learning, play, evaluation). About five minutes on 2 cores.
 TOY_WORLD_SETS = [
     "data.holdout=0.2",
+    "autoencoder.channels=[16, 32, 64]", "autoencoder.blocks=1",
     "train_autoencoder.batch_size=16", "train_autoencoder.steps=600", "train_autoencoder.warmup=20",
     "train_autoencoder.lr=3e-3", "train_autoencoder.eval_every=600", "train_autoencoder.checkpoint_every=600",
     "train_autoencoder.eval_batches=2",
-    "train_dynamics.batch_size=16", "train_dynamics.steps=2000", "train_dynamics.warmup=20",
-    "train_dynamics.lr=3e-3", "train_dynamics.eval_every=2000", "train_dynamics.checkpoint_every=2000",
+    "train_dynamics.batch_size=16", "train_dynamics.steps=3000", "train_dynamics.warmup=20",
+    "train_dynamics.lr=3e-3", "train_dynamics.eval_every=3000", "train_dynamics.checkpoint_every=3000",
     "train_dynamics.eval_batches=2",
 ]  # fmt: skip
 

@@ -45,7 +45,8 @@ def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys):
     """A tiny autoencoder trained for a few dozen steps beats its untrained self; a rerun resumes."""
     sets = [
         f"data.dataset={fresh_toy_dataset}", "data.holdout=0.25", f"train_autoencoder.runs_dir={tmp_path / 'runs'}",
-        "autoencoder.channels=[16, 32, 32]", "train_autoencoder.batch_size=16", "train_autoencoder.warmup=5",
+        "autoencoder.channels=[16, 32, 32]", "autoencoder.blocks=1", "train_autoencoder.batch_size=16",
+        "train_autoencoder.warmup=5",
         "train_autoencoder.lr=3e-3", "train_autoencoder.log_every=10", "train_autoencoder.eval_every=20",
         "train_autoencoder.checkpoint_every=20", "train_autoencoder.eval_batches=2",
     ]  # fmt: skip

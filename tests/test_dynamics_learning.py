@@ -15,6 +15,11 @@ from worldplay.evaluate import paired_windows, rollout_psnr
 from worldplay.world import load_world
 
 PROMPT, HORIZON = 4, 4
+# Driving the world with the recorded actions instead of the same actions shuffled must gain this much PSNR at
+# horizon 4. A world that ignored its actions gains 0 dB in expectation (the two rollouts then differ only in
+# their noise). At the fixture's budget, three training seeds on one GPU gained 2.3 to 2.5 dB (24 windows), and
+# this CPU 1.9 dB; a too-small model (width 64, 2,000 steps) gained 0.1 dB and failed it.
+MIN_ACTION_GAIN_DB = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +58,13 @@ def test_next_frame_prediction_uses_the_actions(toy_world_run, held_out):
 
 
 @pytest.mark.slow
-def test_rollouts_beat_repeating_the_last_frame(toy_world_run, held_out):
+def test_rollouts_follow_the_actions_and_beat_repeating_the_last_frame(toy_world_run, held_out):
     ds, held = held_out
     frames, actions = paired_windows(ds, held, count=24, length=PROMPT + HORIZON, seed=1)
     p = rollout_psnr(load_world(toy_world_run["world"]), frames, actions, PROMPT)
     world, shuffled, repeat = (p[k].mean(axis=0) for k in ("world", "random_actions", "repeat_last"))
     summary = f"PSNR h1..h{HORIZON}: world {world}, shuffled actions {shuffled}, repeat last {repeat}"
     print(summary)
-    assert world[HORIZON - 1] > repeat[HORIZON - 1], summary  # at h1 the autoencoder's blur still costs more
+    assert world[HORIZON - 1] - shuffled[HORIZON - 1] > MIN_ACTION_GAIN_DB, summary
+    assert world[HORIZON - 1] > repeat[HORIZON - 1], summary
     assert np.isfinite(p["world"]).all()
