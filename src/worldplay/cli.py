@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from worldplay.errors import WorldplayError
 
@@ -21,6 +22,16 @@ def _size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) < 8:
         raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW with sides >= 8")
     return parts[0], parts[1]
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers like 1,4,16; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {text!r}")
+    return values
 
 
 def _positive(text: str) -> int:
@@ -136,7 +147,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runs = {
         "data": lambda: (bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing"), bench.format_data),
         "play": lambda: (bench.bench_play(args.world), bench.format_play),
-        "train": lambda: (bench.bench_train(args.config or "configs/boxing.toml"), bench.format_train),
+        "train": lambda: (
+            bench.bench_train(args.config or "configs/boxing.toml", batch=args.batch),
+            bench.format_train,
+        ),
         "autoencoder": lambda: (bench.bench_autoencoder(args.config), bench.format_autoencoder),
     }
     result, fmt = runs[args.what]()
@@ -145,15 +159,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if (Path(args.checkpoint) / "world.json").is_file():
+        from worldplay.evaluate import evaluate_world, markdown_report
+
+        result = evaluate_world(
+            args.checkpoint, args.dataset, args.out, horizons=args.horizons, prompt=args.prompt_frames,
+            windows_per_episode=args.windows_per_episode, max_episodes=args.max_episodes,
+            drift_minutes=args.drift_minutes, drift_streams=args.drift_streams, env=args.env,
+            env_streams=args.env_streams, env_policy=args.env_policy, guidance=args.guidance, seed=args.seed,
+            progress=not args.quiet,
+        )  # fmt: skip
+        print(markdown_report(result))
+        print(f"wrote {args.out}/metrics.json, metrics.md, psnr.png and rollouts.mp4", file=sys.stderr)
+        return 0
     from worldplay.checkpoint import read_stage_meta, stage_step_dir
     from worldplay.evaluate import evaluate_autoencoder
 
     meta = read_stage_meta(stage_step_dir(args.checkpoint))
     if meta.get("stage") != "autoencoder":
-        raise WorldplayError(f"{args.checkpoint}: evaluating a {meta.get('stage')!r} checkpoint is not supported yet")
+        raise WorldplayError(
+            f"{args.checkpoint}: a {meta.get('stage')!r} run; evaluate its world folder instead "
+            f"({Path(args.checkpoint) / 'world'})"
+        )
     result = evaluate_autoencoder(args.checkpoint, args.dataset, args.out, frames_per_episode=args.frames_per_episode)
     print(json.dumps(result, indent=2))
     print(f"wrote {args.out}/metrics.json and {args.out}/reconstructions.png", file=sys.stderr)
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from worldplay.checkpoint import default_world
+    from worldplay.evaluate import record_rollouts
+    from worldplay.world import load_world
+
+    world = load_world(args.checkpoint or default_world())
+    prompt = None
+    if args.prompt:
+        from worldplay.play import prompt_from_image
+
+        prompt = prompt_from_image(args.prompt, world.frame_shape)
+    summary = record_rollouts(
+        world, args.policy, args.out, episodes=args.episodes, steps=args.steps, batch=args.batch, seed=args.seed,
+        guidance=args.guidance, prompt=prompt, progress=not args.quiet,
+    )  # fmt: skip
+    rate = summary["generated_frames_per_s"]
+    print(
+        f"rolled out {summary['episodes']} episodes of {args.steps} frames ({rate:.1f} generated frames/s over "
+        f"{min(args.batch, args.episodes)} streams) into {args.out}: dataset/, videos/, summary.json"
+    )
     return 0
 
 
@@ -241,18 +294,44 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["play", "train", "data", "autoencoder"])
     b.add_argument("--world", default=None, help="play: a world folder (default: the shipped world)")
     b.add_argument("--config", default=None, help="train, autoencoder: the config whose model to time")
+    b.add_argument("--batch", type=int, default=None, help="train: sequences per step (default: the config's)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--no-ale", action="store_true", help="skip the Atari recording benchmark")
     b.set_defaults(func=cmd_bench)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on held-out episodes")
-    e.add_argument("checkpoint", help="an autoencoder run folder (e.g. runs/boxing/autoencoder) or checkpoint step")
+    e = sub.add_parser("eval", help="evaluate a world or an autoencoder on held-out episodes")
+    e.add_argument("checkpoint", help="a world folder (e.g. checkpoints/boxing) or an autoencoder run folder")
     e.add_argument("--dataset", required=True)
     e.add_argument("--out", required=True, help="folder for metrics.json and images")
     e.add_argument(
         "--frames-per-episode", type=_positive, default=None, help="autoencoder: sample this many (default all)"
     )
+    e.add_argument("--horizons", type=_int_list, default=(1, 2, 4, 8, 16, 32, 64), help="world: e.g. 1,4,16,64")
+    e.add_argument("--prompt-frames", type=_positive, default=None, help="world: real frames first (8, or window-1)")
+    e.add_argument("--windows-per-episode", type=_positive, default=8, help="world: paired windows per episode (8)")
+    e.add_argument("--max-episodes", type=_positive, default=None, help="world: use at most this many episodes")
+    e.add_argument("--drift-minutes", type=float, default=10.0, help="world: minutes generated per stream (10; 0: no)")
+    e.add_argument("--drift-streams", type=_positive, default=4, help="world: streams for the drift test (4)")
+    e.add_argument("--env", default=None, help="world: also compare against the live game, e.g. ale:Boxing")
+    e.add_argument("--env-streams", type=_positive, default=8, help="world: live games at once (8)")
+    e.add_argument("--env-policy", default="sticky", help="world: the policy playing the live game (sticky)")
+    e.add_argument("--guidance", type=float, default=None, help="world: guidance scale (default: the world's own)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
+
+    ro = sub.add_parser("rollout", help="record a policy's episodes inside a world (video, dataset, summary)")
+    ro.add_argument("checkpoint", nargs="?", default=None, help="a world folder (default: the shipped Boxing world)")
+    ro.add_argument("--policy", default="sticky", help="random | sticky | human | pkg.module:function (default sticky)")
+    ro.add_argument("--episodes", type=_positive, default=1)
+    ro.add_argument("--steps", type=_positive, default=150, help="generated frames per episode (default 150)")
+    ro.add_argument("--batch", type=_positive, default=8, help="streams stepped at once (default 8)")
+    ro.add_argument("--prompt", default=None, help="start every episode from this image (default: held-out prompts)")
+    ro.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's own)")
+    ro.add_argument("--seed", type=int, default=0, help="episode i uses seed S+i")
+    ro.add_argument("--out", required=True, help="output folder (dataset/ is created, or appended to)")
+    ro.add_argument("--quiet", action="store_true", help="no progress bar")
+    ro.set_defaults(func=cmd_rollout)
 
     pl = sub.add_parser("play", help="play a world with the arrow keys")
     pl.add_argument("checkpoint", nargs="?", default=None, help="a world folder (default: the shipped Boxing world)")

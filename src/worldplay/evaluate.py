@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 from worldplay.data.format import open_dataset
 from worldplay.data.loader import split_episodes
 from worldplay.errors import WorldplayError
-from worldplay.metrics import image_grid, psnr, ssim
+from worldplay.metrics import PSNR_CAP_DB, image_grid, psnr, ssim
 
 
 def _mean_ci(x: np.ndarray) -> dict[str, float]:
@@ -153,3 +155,614 @@ def rollout_psnr(
 
     repeat = np.broadcast_to(frames[:, prompt - 1 : prompt], real.shape)
     return {"world": score(play(true_acts)), "random_actions": score(play(shuffled)), "repeat_last": score(repeat)}
+
+
+# ---------------------------------------------------------------------------
+# Worlds: paired rollouts on held-out episodes, baselines, drift, the live game
+# ---------------------------------------------------------------------------
+
+DEFAULT_HORIZONS = (1, 2, 4, 8, 16, 32, 64)
+METHODS = ("world", "repeat_last", "random_actions")
+
+
+def psnr_from_mse(mse: np.ndarray, cap: float = PSNR_CAP_DB) -> np.ndarray:
+    """PSNR in dB of uint8 images from their mean squared error, capped at ``cap`` (identical images)."""
+    mse = np.asarray(mse, np.float64)
+    with np.errstate(divide="ignore"):
+        return np.minimum(10.0 * np.log10(255.0**2 / mse), cap)
+
+
+def frame_errors(real_NHWC: np.ndarray, pred_NHWC: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame mean squared error and SSIM of uint8 frames: [N, H, W, 3] twice -> ([N], [N])."""
+    mse, s = [], []
+    for i in range(0, len(real_NHWC), chunk):
+        a = np.asarray(real_NHWC[i : i + chunk], np.float32)
+        b = np.asarray(pred_NHWC[i : i + chunk], np.float32)
+        mse.append(np.mean((a - b) ** 2, axis=(1, 2, 3)))
+        s.append(np.asarray(_ssim_jit(real_NHWC[i : i + chunk], pred_NHWC[i : i + chunk])))
+    return np.concatenate(mse), np.concatenate(s)
+
+
+_ssim_jit = jax.jit(ssim)
+
+
+def summarize(mse_BH: np.ndarray, ssim_BH: np.ndarray, group_B: np.ndarray) -> dict[str, Any]:
+    """Per-horizon PSNR and SSIM, mean and 95% interval over groups (episodes or live streams).
+
+    A group's PSNR is that of its pooled squared error (the mean MSE of its windows), so one identical
+    frame (infinite PSNR) cannot dominate an average; only a group whose every frame is exact is capped.
+    """
+    groups = np.unique(group_B)
+    H = mse_BH.shape[1]
+    p = np.zeros((len(groups), H))
+    s = np.zeros((len(groups), H))
+    for i, g in enumerate(groups):
+        rows = group_B == g
+        p[i] = psnr_from_mse(np.nanmean(mse_BH[rows], axis=0))
+        s[i] = np.nanmean(ssim_BH[rows], axis=0)
+    out: dict[str, Any] = {}
+    for name, v in (("psnr", p), ("ssim", s)):
+        stats = [_mean_ci(v[:, h]) for h in range(H)]
+        out[name] = [x["mean"] for x in stats]
+        out[f"{name}_ci95"] = [x["ci95"] for x in stats]
+    return out
+
+
+def frechet_distance(x_ND: np.ndarray, y_MD: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets: |mu_x - mu_y|^2 + Tr(Sx + Sy - 2 (Sx Sy)^1/2)."""
+    x, y = np.asarray(x_ND, np.float64), np.asarray(y_MD, np.float64)
+    mx, my = x.mean(0), y.mean(0)
+    sx, sy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    w, v = np.linalg.eigh(sx)
+    root_x = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root_x @ sy @ root_x)  # eigenvalues of Sx^1/2 Sy Sx^1/2 = those of Sx Sy
+    trace_root = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(np.sum((mx - my) ** 2) + np.trace(sx) + np.trace(sy) - 2.0 * trace_root)
+
+
+def latent_features(z_NhwC: np.ndarray) -> np.ndarray:
+    """Autoencoder features for Fréchet distances: normalised latents average-pooled to 2x2 cells [N, 4C]."""
+    z = np.asarray(z_NhwC, np.float32)
+    N, h, w, C = z.shape
+    return z.reshape(N, 2, h // 2, 2, w // 2, C).mean(axis=(2, 4)).reshape(N, 4 * C)
+
+
+def held_out_episodes(world: Any, ds: Any) -> tuple[list[int], str]:
+    """The episodes of ``ds`` the world did not train on, and a sentence saying how they were chosen."""
+    trained_on = world.meta.get("dataset", {})
+    split = world.meta.get("data")
+    if trained_on.get("fingerprint") == ds.fingerprint():
+        if not split:
+            raise WorldplayError(
+                f"{ds.path} is the dataset this world trained on, but the world does not say which episodes "
+                "it held out (world.json has no 'data' section with 'holdout' and 'seed')"
+            )
+        _, held = split_episodes(ds, split["holdout"], split["seed"])
+        return held, f"the world's own held-out split (holdout {split['holdout']}, seed {split['seed']})"
+    return list(range(len(ds))), "all episodes (not the dataset this world trained on)"
+
+
+def episode_windows(
+    ds: Any, episodes: list[int], per_episode: int, length: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``per_episode`` windows of ``length`` frames from each usable episode, at evenly spread random starts.
+
+    Returns frames [B, L, H, W, 3], actions [B, L] and the episode of each window [B].
+    """
+    rng = np.random.default_rng(seed)
+    usable = [e for e in episodes if ds.episode_lengths[e] >= length]
+    if not usable:
+        raise WorldplayError(
+            f"{ds.path}: no held-out episode has {length} frames (prompt + longest horizon); use shorter --horizons"
+        )
+    frames, actions, group = [], [], []
+    for e in usable:
+        span = ds.episode_lengths[e] - length + 1
+        edges = np.linspace(0, span, per_episode + 1).astype(int)
+        for k in range(per_episode):
+            start = int(rng.integers(edges[k], max(edges[k + 1], edges[k] + 1)))
+            f, a = ds.read_window(e, start, length)
+            frames.append(f)
+            actions.append(a)
+            group.append(e)
+    return np.stack(frames), np.stack(actions).astype(np.int32), np.asarray(group)
+
+
+def drive(
+    world: Any,
+    prompt_frames: np.ndarray,
+    prompt_actions: np.ndarray,
+    actions_BH: np.ndarray,
+    *,
+    seed: int = 0,
+    guidance: float | None = None,
+    batch: int = 32,
+    progress: Any = None,
+) -> np.ndarray:
+    """Frames [B, H, ...] generated from prompts [B, P, ...] (actions between them [B, P - 1]) by actions [B, H]."""
+    out = []
+    for i in range(0, len(prompt_frames), batch):
+        state = world.start(prompt_frames[i : i + batch], prompt_actions[i : i + batch], seed=seed + i)
+        chunk = []
+        for k in range(actions_BH.shape[1]):
+            state, f = world.step(state, actions_BH[i : i + batch, k], guidance)
+            chunk.append(f)
+            if progress is not None:
+                progress.update(len(f))
+        out.append(np.stack(chunk, axis=1))
+    return np.concatenate(out)
+
+
+def paired_evaluation(
+    world: Any,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    group: np.ndarray,
+    prompt: int,
+    *,
+    seed: int = 0,
+    guidance: float | None = None,
+    progress: bool = True,
+    valid_BH: np.ndarray | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Roll the world out from real prompts with the recorded and with uniformly random actions; score them and
+    the repeat-last-frame baseline against the real frames. Returns (per-method summaries, generated frames).
+
+    ``valid_BH`` (optional) marks the frames to score (a live game may end before the longest horizon).
+    """
+    B, L = actions.shape
+    H = L - prompt
+    real = frames[:, prompt:]
+    true_acts = actions[:, prompt - 1 : L - 1]  # actions[:, t] produced frames[:, t + 1]
+    random_acts = np.random.default_rng([seed, 3]).integers(0, len(world.action_names), true_acts.shape)
+    generated = {}
+    with tqdm(total=2 * B * H, unit="frame", desc="paired rollouts", disable=not progress) as bar:
+        for name, acts in (("world", true_acts), ("random_actions", random_acts)):
+            generated[name] = drive(
+                world, frames[:, :prompt], actions[:, : prompt - 1], acts, seed=seed, guidance=guidance, progress=bar
+            )
+    generated["repeat_last"] = np.broadcast_to(frames[:, prompt - 1 : prompt], real.shape)
+    flat = (B * H, *real.shape[2:])
+    summaries = {}
+    for name in METHODS:
+        mse, s = frame_errors(real.reshape(flat), np.ascontiguousarray(generated[name]).reshape(flat))
+        mse, s = mse.reshape(B, H), s.reshape(B, H)
+        if valid_BH is not None:
+            mse, s = np.where(valid_BH, mse, np.nan), np.where(valid_BH, s, np.nan)
+        summaries[name] = summarize(mse, s, group)
+    return summaries, generated
+
+
+def drift_evaluation(
+    world: Any,
+    prompt_frames: np.ndarray,
+    prompt_actions: np.ndarray,
+    reference_features: np.ndarray,
+    real_frame_change: float,
+    *,
+    minutes: float,
+    seed: int = 0,
+    guidance: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate ``minutes`` of play per stream under a sticky-random policy; per minute, the Fréchet distance of
+    the generated frames' autoencoder features to those of real frames, and the mean change between frames
+    (a world that freezes shows it there; one that collapses shows it in both)."""
+    from worldplay.data.sources import StickyPolicy
+
+    per_minute = round(60 * world.fps)
+    total = max(1, round(minutes * 60 * world.fps))
+    S = len(prompt_frames)
+    policies = [StickyPolicy(len(world.action_names)) for _ in range(S)]
+    for i, p in enumerate(policies):
+        p.reset(seed + i)
+    state = world.start(prompt_frames, prompt_actions, seed=seed)
+    frame = prompt_frames[:, -1]
+    feats: list[np.ndarray] = []
+    change: list[float] = []
+    result: dict[str, Any] = {"policy": "sticky", "streams": S, "frames_per_stream": total, "minutes": []}
+    result.update(frechet=[], frame_change=[])
+
+    def close_minute(end: int) -> None:
+        result["minutes"].append(round(end / (60 * world.fps), 3))
+        result["frechet"].append(frechet_distance(np.concatenate(feats), reference_features))
+        result["frame_change"].append(float(np.mean(change)))
+        feats.clear()
+        change.clear()
+
+    with tqdm(total=total * S, unit="frame", desc="drift", disable=not progress) as bar:
+        for t in range(total):
+            acts = np.asarray([p(f) for p, f in zip(policies, frame, strict=True)], np.int32)
+            state, new, z = world.step_latent(state, acts, guidance)
+            new = np.asarray(new)
+            feats.append(latent_features(np.asarray(z)))
+            change.append(float(np.mean(np.abs(new.astype(np.int16) - frame.astype(np.int16)))))
+            frame = new
+            bar.update(S)
+            if (t + 1) % per_minute == 0 or t + 1 == total:
+                close_minute(t + 1)
+    result["real_frame_change"] = real_frame_change
+    f = result["frechet"]
+    result["ratio_last_to_first"] = f[-1] / f[0] if f[0] > 0 else float("inf")
+    return result
+
+
+def live_comparison(
+    world: Any,
+    spec: str,
+    *,
+    horizon: int,
+    prompt: int,
+    streams: int = 8,
+    policy: str = "sticky",
+    seed: int = 0,
+    guidance: float | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """The real game (``ale:<GameId>``) and the world, started from the same real frames, receive the same actions
+    from ``policy`` (which sees the real game); scored per horizon like the paired evaluation, over streams."""
+    from worldplay.data.sources import make_policy, make_source
+
+    sources = [make_source(spec, size=world.frame_shape[:2]) for _ in range(streams)]
+    try:
+        if tuple(sources[0].action_names) != tuple(world.action_names):
+            raise WorldplayError(
+                f"--env {spec}: its actions ({', '.join(sources[0].action_names)}) are not the world's "
+                f"({', '.join(world.action_names)})"
+            )
+        policies = [make_policy(policy, world.action_names, fps=world.fps) for _ in range(streams)]
+        L = prompt + horizon
+        frames = np.zeros((streams, L, *world.frame_shape), np.uint8)
+        actions = np.zeros((streams, L), np.int32)
+        valid = np.ones((streams, L), bool)
+        for i, (src, pol) in enumerate(zip(sources, policies, strict=True)):
+            frames[i, 0] = src.reset(seed + i)
+            pol.reset(seed + i)
+        # the real games run ahead with the policy's actions; the world follows them below
+        with tqdm(total=streams * (L - 1), unit="frame", desc=f"live {spec}", disable=not progress) as bar:
+            for t in range(L - 1):
+                for i, (src, pol) in enumerate(zip(sources, policies, strict=True)):
+                    actions[i, t] = pol(frames[i, t]) if valid[i, t] else 0
+                    if valid[i, t]:
+                        frames[i, t + 1], _, terminated, truncated = src.step(int(actions[i, t]))
+                        valid[i, t + 1] = not (terminated or truncated)
+                    else:
+                        valid[i, t + 1] = False
+                    bar.update(1)
+    finally:
+        for src in sources:
+            src.close()
+    summaries, _ = paired_evaluation(
+        world, frames, actions, np.arange(streams), prompt, seed=seed, guidance=guidance, progress=progress,
+        valid_BH=valid[:, prompt:],
+    )  # fmt: skip
+    return summaries
+
+
+def _select(summaries: dict[str, dict[str, Any]], idx: list[int]) -> dict[str, Any]:
+    """Per-method summaries over horizons 1..H -> the metrics.json layout at the horizons ``idx`` (0-based):
+    psnr/ssim (and their ci95) keyed by method, and delta_psnr (world minus random actions)."""
+    out: dict[str, Any] = {}
+    for key in ("psnr", "ssim", "psnr_ci95", "ssim_ci95"):
+        out[key] = {m: [summaries[m][key][i] for i in idx] for m in METHODS}
+    out["delta_psnr"] = [w - r for w, r in zip(out["psnr"]["world"], out["psnr"]["random_actions"], strict=True)]
+    return out
+
+
+def evaluate_world(
+    world_path: str | os.PathLike[str],
+    dataset: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    horizons: tuple[int, ...] = DEFAULT_HORIZONS,
+    prompt: int | None = None,
+    windows_per_episode: int = 8,
+    max_episodes: int | None = None,
+    drift_minutes: float = 10.0,
+    drift_streams: int = 4,
+    env: str | None = None,
+    env_streams: int = 8,
+    env_policy: str = "sticky",
+    guidance: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``worldplay eval WORLD --dataset D --out DIR``: paired rollouts, baselines, delta-PSNR, drift and (with
+    ``env``) the live game. Writes metrics.json, metrics.md, psnr.png and rollouts.mp4 into ``out``."""
+    from worldplay.world import load_world
+
+    horizons = tuple(sorted(set(int(h) for h in horizons)))
+    if not horizons or horizons[0] < 1:
+        raise WorldplayError(f"--horizons: need positive frame counts, got {list(horizons)}")
+    world = load_world(world_path)
+    prompt = min(8, world.config.window - 1) if prompt is None else prompt
+    if not 1 <= prompt < world.config.window:
+        raise WorldplayError(f"--prompt-frames: {prompt} not in [1, {world.config.window - 1}] (the world's window)")
+    ds = open_dataset(dataset)
+    if tuple(ds.action_names) != tuple(world.action_names) or tuple(ds.frame_shape) != world.frame_shape:
+        raise WorldplayError(
+            f"{ds.path}: its actions or frame shape ({len(ds.action_names)} actions, {list(ds.frame_shape)}) "
+            f"are not the world's ({len(world.action_names)} actions, {list(world.frame_shape)})"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    episodes, how = held_out_episodes(world, ds)
+    episodes = episodes[:max_episodes] if max_episodes else episodes
+    H = horizons[-1]
+    frames, actions, group = episode_windows(ds, episodes, windows_per_episode, prompt + H, seed=seed)
+    summaries, generated = paired_evaluation(
+        world, frames, actions, group, prompt, seed=seed, guidance=guidance, progress=progress
+    )
+    idx = [h - 1 for h in horizons]
+    lists = _select(summaries, idx)
+    result: dict[str, Any] = {
+        "world": str(world_path),
+        "name": world.meta.get("name"),
+        "dataset": {"path": str(ds.path), "fingerprint": ds.fingerprint()},
+        "held_out": how,
+        "episodes": len(np.unique(group)),
+        "windows": len(group),
+        "prompt_frames": prompt,
+        "guidance": world.config.guidance if guidance is None else guidance,
+        "seed": seed,
+        "horizons": list(horizons),
+        **lists,
+        "drift": None,
+    }
+    if drift_minutes > 0:
+        held_frames = np.concatenate([ds.read_frames(e, 0, ds.episode_lengths[e]) for e in episodes])
+        ref = latent_features(np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(held_frames, 64)]))
+        real_change = float(np.mean([np.mean(np.abs(np.diff(ds.read_frames(e, 0, ds.episode_lengths[e]).astype(
+            np.int16), axis=0))) for e in episodes]))  # fmt: skip
+        starts = frames[np.arange(drift_streams) % len(frames)]
+        start_acts = actions[np.arange(drift_streams) % len(frames)]
+        result["drift"] = drift_evaluation(
+            world, starts[:, :prompt], start_acts[:, : prompt - 1], ref, real_change,
+            minutes=drift_minutes, seed=seed, guidance=guidance, progress=progress,
+        )  # fmt: skip
+        half = len(ref) // 2
+        result["drift"]["real_frechet_floor"] = frechet_distance(ref[:half], ref[half:])
+    if env:
+        live = live_comparison(
+            world, env, horizon=H, prompt=prompt, streams=env_streams, policy=env_policy, seed=seed,
+            guidance=guidance, progress=progress,
+        )  # fmt: skip
+        result["env"] = {"game": env, "policy": env_policy, "streams": env_streams, **_select(live, idx)}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "metrics.md").write_text(markdown_report(result))
+    plot_report(result, out / "psnr.png")
+    try:
+        side_by_side_video(frames, generated["world"], prompt, out / "rollouts.mp4", fps=world.fps)
+    except (ImportError, OSError) as e:  # a missing ffmpeg must not lose the metrics
+        warnings.warn(f"{out / 'rollouts.mp4'}: video not written ({e})", stacklevel=1)
+    return result
+
+
+LABELS = {
+    "world": "world (recorded actions)",
+    "repeat_last": "repeat last frame",
+    "random_actions": "world (random actions)",
+}
+
+
+def markdown_report(r: dict[str, Any]) -> str:
+    """metrics.json as markdown tables: paired PSNR/SSIM per horizon, delta-PSNR, drift and the live game."""
+
+    def table(m: dict[str, Any], title: str) -> list[str]:
+        lines = [f"### {title}", "", "| horizon | " + " | ".join(f"PSNR {LABELS[k]}" for k in METHODS)
+                 + " | delta-PSNR | " + " | ".join(f"SSIM {k}" for k in METHODS) + " |",
+                 "|---:|" + "---:|" * (2 * len(METHODS) + 1)]  # fmt: skip
+        for i, h in enumerate(r["horizons"]):
+            cells = []
+            for k in METHODS:
+                lo, hi = m["psnr_ci95"][k][i]
+                cells.append(f"{m['psnr'][k][i]:.2f} [{lo:.2f}, {hi:.2f}]")
+            cells.append(f"{m['delta_psnr'][i]:+.2f}")
+            cells += [f"{m['ssim'][k][i]:.3f}" for k in METHODS]
+            lines.append(f"| {h} | " + " | ".join(cells) + " |")
+        return [*lines, ""]
+
+    out = [
+        f"## Evaluation of {r['world']}",
+        "",
+        f"Dataset {r['dataset']['path']} ({r['held_out']}): {r['windows']} windows from {r['episodes']} episodes, "
+        f"{r['prompt_frames']} real prompt frames, guidance {r['guidance']}. PSNR in dB: mean over episodes and "
+        "95% interval; delta-PSNR = world with the recorded actions minus world with uniformly random actions.",
+        "",
+        *table(r, "Paired rollouts on held-out episodes"),
+    ]
+    if r.get("env"):
+        e = r["env"]
+        out += table(e, f"Live game {e['game']} ({e['streams']} streams, policy {e['policy']})")
+    d = r.get("drift")
+    if d:
+        out += [f"### Drift ({d['streams']} streams x {d['frames_per_stream']} frames, {d['policy']} policy)", "",
+                "| minute | Fréchet distance | mean frame change |", "|---:|---:|---:|"]  # fmt: skip
+        out += [f"| {m:g} | {f:.3f} | {c:.2f} |" for m, f, c in zip(d["minutes"], d["frechet"], d["frame_change"],
+                                                                  strict=True)]  # fmt: skip
+        out += [
+            "",
+            f"Real frames: Fréchet distance between two halves {d['real_frechet_floor']:.3f}, mean frame "
+            f"change {d['real_frame_change']:.2f}. Last minute / first minute: {d['ratio_last_to_first']:.2f}.",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def plot_report(r: dict[str, Any], path: Path) -> None:
+    """PSNR and SSIM against horizon, the world beside its baselines (95% bands), and drift if measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 3 if r.get("drift") else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    hs = r["horizons"]
+    for ax, key in zip(axes[:2], ("psnr", "ssim"), strict=True):
+        for k in METHODS:
+            ax.plot(hs, r[key][k], marker="o", label=LABELS[k])
+            lo, hi = np.asarray(r[f"{key}_ci95"][k]).T
+            ax.fill_between(hs, lo, hi, alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(hs, [str(h) for h in hs])
+        ax.set_xlabel("horizon (frames)")
+        ax.set_ylabel("PSNR (dB)" if key == "psnr" else "SSIM")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[0].set_title(f"{r.get('name') or Path(r['world']).name}: paired rollouts, {r['windows']} windows")
+    if r.get("drift"):
+        d = r["drift"]
+        axes[2].plot(d["minutes"], d["frechet"], marker="o", label="generated vs real")
+        axes[2].axhline(d["real_frechet_floor"], color="grey", ls="--", label="real vs real")
+        axes[2].set_xlabel("minute of generation")
+        axes[2].set_ylabel("Fréchet distance (autoencoder features)")
+        axes[2].set_title("drift")
+        axes[2].legend()
+        axes[2].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def side_by_side_video(
+    frames: np.ndarray, generated: np.ndarray, prompt: int, path: Path, *, fps: float, streams: int = 4
+) -> Path:
+    """MP4 of a few windows, one per row: real | world | difference. The prompt frames are real in both."""
+    from worldplay.video import write_video
+
+    n = min(streams, len(frames))
+    real = frames[:n]
+    world = np.concatenate([frames[:n, :prompt], generated[:n]], axis=1)
+    diff = np.clip(2 * np.abs(real.astype(np.int16) - world.astype(np.int16)), 0, 255).astype(np.uint8)
+    rows = np.concatenate([real, world, diff], axis=3)  # [n, L, H, 3W, 3]
+    video = np.concatenate(list(rows), axis=2)  # [L, n*H, 3W, 3]
+    return write_video(path, video, fps=fps, scale=3)
+
+
+# ---------------------------------------------------------------------------
+# Agent rollouts in a world (``worldplay rollout``)
+# ---------------------------------------------------------------------------
+
+
+def record_rollouts(
+    world: Any,
+    policy: str,
+    out: str | os.PathLike[str],
+    *,
+    episodes: int,
+    steps: int,
+    batch: int = 8,
+    seed: int = 0,
+    guidance: float | None = None,
+    prompt: np.ndarray | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Roll ``episodes`` episodes of ``steps`` generated frames out of ``world``, ``batch`` streams at a time,
+    each driven by its own ``policy`` (random, sticky, human or ``pkg.module:function``) that sees the world's
+    frames. Writes ``out/dataset`` (a worldplay dataset: the prompt frames, then the generated ones, with every
+    action), ``out/videos/<episode>.mp4`` and ``out/summary.json``; returns the summary.
+
+    Each stream starts from one of the world's held-out prompts (chosen by ``seed``) or from ``prompt``
+    (frames [P, H, W, 3]). Episodes are written one by one, atomically, as their batch finishes.
+    """
+    import datetime
+    import time
+
+    from worldplay.data.format import DatasetWriter
+    from worldplay.data.sources import make_policy
+    from worldplay.video import write_video
+
+    if episodes < 1 or steps < 1 or batch < 1:
+        raise WorldplayError(
+            f"rollout: --episodes, --steps and --batch must be >= 1 (got {episodes}, {steps}, {batch})"
+        )
+    if policy == "human" and batch != 1:
+        raise WorldplayError("rollout: --policy human plays one stream at a time; use --batch 1")
+    if prompt is None and world.prompts is None:
+        raise WorldplayError("rollout: this world ships no prompts; pass --prompt IMAGE")
+    out = Path(out)
+    writer = DatasetWriter.create(
+        out / "dataset", frame_shape=world.frame_shape, action_names=world.action_names, fps=world.fps
+    )
+    rng = np.random.default_rng([seed, 4])
+    policies = [make_policy(policy, world.action_names, fps=world.fps) for _ in range(min(batch, episodes))]
+    records: list[dict[str, Any]] = []
+    t_gen = 0.0
+    with tqdm(total=episodes * steps, unit="frame", desc=f"rollout {out}", disable=not progress) as bar:
+        for first in range(0, episodes, batch):
+            B = min(batch, episodes - first)
+            if prompt is not None:
+                p_frames = np.broadcast_to(prompt, (B, *prompt.shape))
+                p_acts = None
+                picks = [None] * B
+            else:
+                picks = [int(i) for i in rng.integers(0, len(world.prompts[0]), B)]
+                p_frames = world.prompts[0][picks]
+                p_acts = world.prompts[1][picks][:, : p_frames.shape[1] - 1]
+            P = p_frames.shape[1]
+            state = world.start(np.ascontiguousarray(p_frames), p_acts, seed=seed + first)
+            for i in range(B):
+                policies[i].reset(seed + first + i)
+            frame = p_frames[:, -1]
+            gen = np.zeros((B, steps, *world.frame_shape), np.uint8)
+            acts = np.zeros((B, steps + 1), np.int32)
+            for t in range(steps + 1):
+                acts[:, t] = [policies[i](frame[i]) for i in range(B)]
+                if t == steps:
+                    break  # the action chosen at the last frame is recorded, like `worldplay record` does
+                t0 = time.perf_counter()
+                state, frame = world.step(state, acts[:, t], guidance)
+                t_gen += time.perf_counter() - t0
+                gen[:, t] = frame
+                bar.update(B)
+            for i in range(B):
+                prompt_acts = (
+                    np.asarray(p_acts[i], np.int32)
+                    if p_acts is not None
+                    else np.full(P - 1, 0, np.int32)  # a given prompt has no recorded actions: NOOP
+                )
+                frames_i = np.concatenate([p_frames[i], gen[i]])
+                actions_i = np.concatenate([prompt_acts, acts[i]])
+                meta = {
+                    "source": f"world:{world.meta.get('name', '?')}",
+                    "world_steps": world.meta.get("steps"),
+                    "policy": policies[i].name,
+                    "seed": seed + first + i,
+                    "guidance": world.config.guidance if guidance is None else guidance,
+                    "prompt_frames": P,
+                    "prompt_index": picks[i],
+                    "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                }
+                path = writer.write_episode(frames_i, actions_i, meta=meta)
+                video = out / "videos" / f"{path.stem}.mp4"
+                try:
+                    write_video(video, frames_i, fps=world.fps, scale=4)
+                except (ImportError, OSError) as e:  # a missing ffmpeg must not lose the episode
+                    warnings.warn(f"{video}: video not written ({e})", stacklevel=1)
+                    video = None
+                counts = np.bincount(acts[i, :steps], minlength=len(world.action_names))
+                records.append({
+                    "episode": path.stem,
+                    "video": None if video is None else str(video.relative_to(out)),
+                    "prompt_index": picks[i],
+                    "seed": seed + first + i,
+                    "frames": len(frames_i),
+                    "generated_frames": steps,
+                    "actions": {n: int(c) for n, c in zip(world.action_names, counts, strict=True) if c},
+                    "mean_frame_change": float(np.mean(np.abs(np.diff(frames_i[P - 1 :].astype(np.int16), axis=0)))),
+                })  # fmt: skip
+    summary = {
+        "world": world.meta.get("name", "?"),
+        "policy": policy,
+        "episodes": len(records),
+        "steps": steps,
+        "batch": batch,
+        "seed": seed,
+        "guidance": world.config.guidance if guidance is None else guidance,
+        "dataset": "dataset",
+        "generated_frames_per_s": episodes * steps / t_gen if t_gen > 0 else None,
+        "episode_list": records,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
