@@ -6,9 +6,10 @@
     world = load_world("checkpoints/boxing")     # world.action_names, world.fps, world.frame_shape
     state = world.start(ep.frames[:4], ep.actions[:3])
     state, frame = world.step(state, ep.actions[3], guidance=1.5)   # uint8 [H, W, 3]
+    env = WorldModelEnv(world, max_episode_steps=200)             # Gymnasium env (WorldModelVectorEnv: B streams)
 
 Importing the package is cheap: the model code (JAX) loads on first use of
-``load_world`` or ``WorldModel``.
+``load_world``, ``WorldModel``, ``WorldModelEnv`` or ``WorldModelVectorEnv``.
 """
 
 from typing import Any
@@ -16,12 +17,22 @@ from typing import Any
 from worldplay.data.format import Dataset, DatasetWriter, Episode, open_dataset
 from worldplay.errors import WorldplayError
 
-__all__ = ["Dataset", "DatasetWriter", "Episode", "WorldModel", "WorldplayError", "load_world", "open_dataset"]
+__all__ = [
+    "Dataset",
+    "DatasetWriter",
+    "Episode",
+    "WorldModel",
+    "WorldModelEnv",
+    "WorldModelVectorEnv",
+    "WorldplayError",
+    "load_world",
+    "open_dataset",
+]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("load_world", "WorldModel", "WorldState"):
+    if name in ("load_world", "WorldModel", "WorldState", "WorldModelEnv", "WorldModelVectorEnv"):
         from worldplay import world
 
         return getattr(world, name)
