@@ -148,6 +148,9 @@ def test_rollout_writes_videos_a_dataset_and_a_summary(toy_world_run, tmp_path, 
     # a second run appends to the same dataset
     assert main([*argv[:5], "1", *argv[6:]]) == 0
     assert len(open_dataset(out / "dataset")) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 1 and summary["total_episodes"] == 4 and len(summary["runs"]) == 2
+    assert [e["episode"] for e in summary["episode_list"]] == open_dataset(out / "dataset").episode_names
 
 
 def test_rollout_refuses_a_human_with_several_streams(tmp_path, capsys):

@@ -203,9 +203,10 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         guidance=args.guidance, prompt=prompt, progress=not args.quiet,
     )  # fmt: skip
     rate = summary["generated_frames_per_s"]
+    speed = "" if rate is None else f", {rate:.1f} generated frames/s over {min(args.batch, args.episodes)} streams"
     print(
-        f"rolled out {summary['episodes']} episodes of {args.steps} frames ({rate:.1f} generated frames/s over "
-        f"{min(args.batch, args.episodes)} streams) into {args.out}: dataset/, videos/, summary.json"
+        f"rolled out {summary['episodes']} episodes of {args.steps} frames{speed} into {args.out}: "
+        "dataset/, videos/, summary.json"
     )
     return 0
 

@@ -669,7 +669,7 @@ def record_rollouts(
     import datetime
     import time
 
-    from worldplay.data.format import DatasetWriter
+    from worldplay.data.format import DatasetWriter, write_json_atomic
     from worldplay.data.sources import make_policy
     from worldplay.video import write_video
 
@@ -688,7 +688,7 @@ def record_rollouts(
     rng = np.random.default_rng([seed, 4])
     policies = [make_policy(policy, world.action_names, fps=world.fps) for _ in range(min(batch, episodes))]
     records: list[dict[str, Any]] = []
-    t_gen = 0.0
+    t_gen, timed = 0.0, 0  # generation time and frames, leaving out each batch's first step (it may compile)
     with tqdm(total=episodes * steps, unit="frame", desc=f"rollout {out}", disable=not progress) as bar:
         for first in range(0, episodes, batch):
             B = min(batch, episodes - first)
@@ -713,7 +713,9 @@ def record_rollouts(
                     break  # the action chosen at the last frame is recorded, like `worldplay record` does
                 t0 = time.perf_counter()
                 state, frame = world.step(state, acts[:, t], guidance)
-                t_gen += time.perf_counter() - t0
+                if t > 0:
+                    t_gen += time.perf_counter() - t0
+                    timed += B
                 gen[:, t] = frame
                 bar.update(B)
             for i in range(B):
@@ -752,7 +754,7 @@ def record_rollouts(
                     "actions": {n: int(c) for n, c in zip(world.action_names, counts, strict=True) if c},
                     "mean_frame_change": float(np.mean(np.abs(np.diff(frames_i[P - 1 :].astype(np.int16), axis=0)))),
                 })  # fmt: skip
-    summary = {
+    run = {
         "world": world.meta.get("name", "?"),
         "policy": policy,
         "episodes": len(records),
@@ -760,9 +762,13 @@ def record_rollouts(
         "batch": batch,
         "seed": seed,
         "guidance": world.config.guidance if guidance is None else guidance,
-        "dataset": "dataset",
-        "generated_frames_per_s": episodes * steps / t_gen if t_gen > 0 else None,
-        "episode_list": records,
+        "generated_frames_per_s": timed / t_gen if t_gen > 0 else None,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    # a second rollout into the same folder appends to its dataset, so the summary keeps every run's episodes
+    previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    runs = [*previous.get("runs", []), run]
+    episode_list = [*previous.get("episode_list", []), *records]
+    summary = {**run, "dataset": "dataset", "runs": runs, "total_episodes": len(episode_list)}
+    summary["episode_list"] = episode_list
+    write_json_atomic(out / "summary.json", summary)
     return summary
