@@ -167,7 +167,7 @@ def _flops(jitted: Any, *args: Any) -> float | None:
     The count belongs to the program, not to the machine, but on a GPU XLA's cost analysis reports nothing for
     a lowered function and, after compiling, no longer counts the matrix products it hands to cuBLAS (a quarter
     of the training step's FLOPs on an H100). So the program is lowered for the host CPU: first by committing
-    copies of the arguments to it, else by asking for a CPU lowering of their shapes.
+    the arguments to it, else by asking for a CPU lowering of their shapes.
     """
 
     def count(lowered: Any) -> float | None:
@@ -201,19 +201,18 @@ def bench_play(
     calls it. model: the same without the decode. decode: the autoencoder's decoder alone. display: scaling
     the frame to the window and blitting it (pygame, offscreen).
     """
+    from worldplay.checkpoint import default_world
     from worldplay.play import _pygame
     from worldplay.world import _compiled, load_world
 
     pygame = _pygame()  # surfaces only: no window, no display needed
 
-    path = world_path or default_world_path()
+    path = world_path or default_world()
     world = load_world(path)
-    prompt_frames, prompt_actions = world.prompts if world.prompts is not None else (None, None)
-    if prompt_frames is None:
-        prompt = np.zeros((4, *world.frame_shape), np.uint8)
-        state = world.start(prompt)
+    if world.prompts is None:
+        state = world.start(np.zeros((4, *world.frame_shape), np.uint8))
     else:
-        state = world.start(prompt_frames[0], prompt_actions[0, :-1])
+        state = world.start(*world.held_out_prompt(0))
     rng = np.random.default_rng(0)
     n_act = len(world.action_names)
     g = world.config.guidance
@@ -286,13 +285,6 @@ def format_play(r: dict[str, Any]) -> str:
     if r.get("gflop_per_frame"):
         lines.append(f"  {r['gflop_per_frame']:.2f} GFLOP per frame, {r['gflop_per_s']:.1f} GFLOP/s achieved")
     return "\n".join(lines)
-
-
-def default_world_path() -> Path:
-    """The shipped default world (inside the installed package)."""
-    from worldplay.checkpoint import default_world
-
-    return default_world()
 
 
 # Dense peak FLOP/s of accelerators, for model FLOPs utilisation (TF32 tensor cores for float32 matmuls).

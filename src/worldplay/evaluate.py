@@ -141,13 +141,8 @@ def rollout_psnr(
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(true_acts.reshape(-1)).reshape(true_acts.shape)
 
-    def play(acts: np.ndarray) -> np.ndarray:
-        state = world.start(frames[:, :prompt], actions[:, : prompt - 1], seed=seed)
-        out = []
-        for k in range(horizon):
-            state, frame = world.step(state, acts[:, k])
-            out.append(frame)
-        return np.stack(out, axis=1)
+    def play(acts: np.ndarray) -> np.ndarray:  # all B streams in one batch, one seed
+        return drive(world, frames[:, :prompt], actions[:, : prompt - 1], acts, seed=seed, batch=B)
 
     def score(pred: np.ndarray) -> np.ndarray:
         flat = (B * horizon, *real.shape[2:])
@@ -510,10 +505,10 @@ def evaluate_world(
         "drift": None,
     }
     if drift_minutes > 0:
-        held_frames = np.concatenate([ds.read_frames(e, 0, ds.episode_lengths[e]) for e in episodes])
+        per_episode = [ds.read_frames(e, 0, ds.episode_lengths[e]) for e in episodes]  # read once, used twice
+        held_frames = np.concatenate(per_episode)
         ref = latent_features(np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(held_frames, 64)]))
-        real_change = float(np.mean([np.mean(np.abs(np.diff(ds.read_frames(e, 0, ds.episode_lengths[e]).astype(
-            np.int16), axis=0))) for e in episodes]))  # fmt: skip
+        real_change = float(np.mean([np.mean(np.abs(np.diff(f.astype(np.int16), axis=0))) for f in per_episode]))
         starts = frames[np.arange(drift_streams) % len(frames)]
         start_acts = actions[np.arange(drift_streams) % len(frames)]
         result["drift"] = drift_evaluation(
@@ -698,8 +693,7 @@ def record_rollouts(
                 picks = [None] * B
             else:
                 picks = [int(i) for i in rng.integers(0, len(world.prompts[0]), B)]
-                p_frames = world.prompts[0][picks]
-                p_acts = world.prompts[1][picks][:, : p_frames.shape[1] - 1]
+                p_frames, p_acts = world.held_out_prompt(np.asarray(picks))
             P = p_frames.shape[1]
             state = world.start(np.ascontiguousarray(p_frames), p_acts, seed=seed + first)
             for i in range(B):

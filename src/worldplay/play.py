@@ -439,7 +439,7 @@ def play_world(
     if prompt is not None:
         frames, actions = prompt_from_image(prompt, world.frame_shape), None
     elif world.prompts is not None:
-        frames, actions = world.prompts[0][0], world.prompts[1][0][:-1]
+        frames, actions = world.held_out_prompt(0)
     else:
         raise WorldplayError("this world has no prompt frames; give one with --prompt image.png")
     session = WorldSession(world, frames, actions, guidance=guidance, seed=seed, record_dir=record_dir)

@@ -275,6 +275,18 @@ class WorldModel:
         frames = np.asarray(frames)
         return state, frames if state.batched else frames[0]
 
+    def held_out_prompt(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt window(s) shipped with the world, from held-out episodes: ``index`` (an int or [B] ints) ->
+        (frames [.., P, H, W, 3], the actions between them [.., P - 1]), ready for :meth:`start`."""
+        if self.prompts is None:
+            raise WorldplayError("this world has no prompt frames (no prompts.npz in its folder); give a prompt image")
+        frames, actions = self.prompts
+        idx = np.asarray(index)
+        if not np.issubdtype(idx.dtype, np.integer) or idx.min(initial=0) < 0 or idx.max(initial=0) >= len(frames):
+            raise WorldplayError(f"prompt_index {index!r}: this world has {len(frames)} prompts, 0..{len(frames) - 1}")
+        P = frames.shape[1]
+        return np.array(frames[idx]), np.array(actions[idx][..., : P - 1])  # actions are stored [K, P] or [K, P - 1]
+
     def step_latent(self, state: WorldState, action: Any, guidance: float | None = None):
         """Like ``step`` but returns device arrays: (state, frames [B, H, W, 3], latents [B, h, w, C])."""
         acts = self._actions(action, state.batch_size, "action")
@@ -346,12 +358,33 @@ def _held_out(world: WorldModel, index: Any) -> tuple[np.ndarray, np.ndarray]:
             "this world has no prompt frames (no prompts.npz in its folder); pass prompt= (an image file, "
             "an image [H, W, 3] uint8 or frames [P, H, W, 3]) to the environment or options={'prompt': ...} to reset"
         )
-    frames, actions = world.prompts
-    idx = np.asarray(index)
-    if not np.issubdtype(idx.dtype, np.integer) or idx.min(initial=0) < 0 or idx.max(initial=0) >= len(frames):
-        raise WorldplayError(f"prompt_index {index!r}: this world has {len(frames)} prompts, 0..{len(frames) - 1}")
-    P = frames.shape[1]
-    return np.array(frames[idx]), np.array(actions[idx][..., : P - 1])  # actions are stored [K, P] or [K, P - 1]
+    return world.held_out_prompt(index)
+
+
+def _choose_start(
+    world: WorldModel,
+    given: np.ndarray | None,
+    index: Any,
+    default: np.ndarray | None,
+    rng: np.random.Generator,
+    batch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Where an episode starts -> (prompt frames, the actions between them or None, info).
+
+    ``given`` (prompt frames passed to reset), else the held-out window(s) ``index``, else ``default`` (the
+    constructor's prompt), else held-out window(s) drawn with ``rng``: one (an int index) when ``batch`` is None,
+    else ``batch`` of them (an index per stream).
+    """
+    if given is not None:
+        return given, None, {"prompt": "given"}
+    if index is None and default is not None:
+        return default, None, {"prompt": "given"}
+    if index is None:
+        _held_out(world, 0)  # a clear error if the world has none
+        index = rng.integers(len(world.prompts[0]), size=batch)
+    index = int(index) if batch is None else np.broadcast_to(np.asarray(index), (batch,)).copy()
+    frames, actions = _held_out(world, index)
+    return frames, actions, {"prompt_index": index}
 
 
 def _as_world(world: WorldModel | str | Path) -> WorldModel:
@@ -429,18 +462,11 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         options = options or {}
         world_seed = int(self.np_random.integers(2**31 - 1))  # drawn first, whatever the prompt
-        actions = None
-        if options.get("prompt") is not None:
-            frames, info = _prompt_frames(self.world, options["prompt"], "options['prompt']"), {"prompt": "given"}
-        elif options.get("prompt_index") is None and self.prompt is not None:
-            frames, info = self.prompt, {"prompt": "given"}
-        else:
-            index = options.get("prompt_index")
-            if index is None:
-                _held_out(self.world, 0)  # a clear error if the world has none
-                index = int(self.np_random.integers(len(self.world.prompts[0])))
-            frames, actions = _held_out(self.world, int(index))
-            info = {"prompt_index": int(index)}
+        given = options.get("prompt")
+        frames, actions, info = _choose_start(
+            self.world, None if given is None else _prompt_frames(self.world, given, "options['prompt']"),
+            options.get("prompt_index"), self.prompt, self.np_random,
+        )  # fmt: skip
         self._state = self.world.start(frames, actions, seed=world_seed)
         self._frame = np.array(frames[-1])
         self._t = 0
@@ -560,19 +586,11 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         """Start every stream (see the class docstring) -> (start frames [B, H, W, 3], infos)."""
         B = self.num_envs
         world_seed = int(self.np_random.integers(2**31 - 1))
-        actions = None
-        if options.get("prompt") is not None:
-            frames, infos = self._prompt_batch(options["prompt"], "options['prompt']"), {"prompt": "given"}
-        elif options.get("prompt_index") is None and self.prompt is not None:
-            frames, infos = self.prompt, {"prompt": "given"}
-        else:
-            index = options.get("prompt_index")
-            if index is None:
-                _held_out(self.world, 0)  # a clear error if the world has none
-                index = self.np_random.integers(len(self.world.prompts[0]), size=B)
-            index = np.broadcast_to(np.asarray(index), (B,)).copy()
-            frames, actions = _held_out(self.world, index)
-            infos = {"prompt_index": index}
+        given = options.get("prompt")
+        frames, actions, infos = _choose_start(
+            self.world, None if given is None else self._prompt_batch(given, "options['prompt']"),
+            options.get("prompt_index"), self.prompt, self.np_random, batch=B,
+        )  # fmt: skip
         self._state = self.world.start(frames, actions, seed=world_seed)
         self._frames = np.array(frames[:, -1])
         self._t = 0

@@ -76,8 +76,9 @@ class AutoencoderStage:
 def train_autoencoder(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the autoencoder of ``cfg`` on ``cfg.data.dataset``."""
     from worldplay.data.format import open_dataset
-    from worldplay.train.loop import loaders, train
+    from worldplay.train.loop import loaders, preflight, train
 
+    preflight(cfg, "autoencoder")
     train_iter, eval_batches = loaders(
         cfg, "autoencoder", AutoencoderStage.window, dataset=open_dataset(cfg.data.dataset)
     )

@@ -139,12 +139,11 @@ def loaders(
 ) -> tuple[Iterator[Batch], Callable[[], list[Batch]]]:
     """The training iterator and the fixed held-out batches of a stage, batch split over processes.
 
-    Refuses a batch that does not split evenly over the devices before anything is built.
+    A stage calls ``preflight`` first, so a batch that does not split over the devices is refused before this.
     """
     from worldplay.data.loader import make_loader
 
     tc = stage_train_config(cfg, stage_name)
-    preflight(cfg, stage_name)
     common = dict(
         window=window,
         batch_size=tc.batch_size // jax.process_count(),
