@@ -148,7 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "data": lambda: (bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing"), bench.format_data),
         "play": lambda: (bench.bench_play(args.world), bench.format_play),
         "train": lambda: (
-            bench.bench_train(args.config or "configs/boxing.toml", batch=args.batch),
+            bench.bench_train(args.config, batch=args.batch, peak_tflops=args.peak_tflops),
             bench.format_train,
         ),
         "autoencoder": lambda: (bench.bench_autoencoder(args.config), bench.format_autoencoder),
@@ -294,8 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure speed on this machine")
     b.add_argument("what", choices=["play", "train", "data", "autoencoder"])
     b.add_argument("--world", default=None, help="play: a world folder (default: the shipped world)")
-    b.add_argument("--config", default=None, help="train, autoencoder: the config whose model to time")
+    b.add_argument(
+        "--config",
+        default=None,
+        help="train, autoencoder: the config whose model to time "
+        "(train: default configs/boxing.toml, else the shipped world's)",
+    )
     b.add_argument("--batch", type=int, default=None, help="train: sequences per step (default: the config's)")
+    b.add_argument(
+        "--peak-tflops", type=float, default=None,
+        help="train: the device's dense peak in TFLOP/s, for MFU (default: known for H100, H200, A100)",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true")
     b.add_argument("--no-ale", action="store_true", help="skip the Atari recording benchmark")
     b.set_defaults(func=cmd_bench)

@@ -60,6 +60,23 @@ class Dynamics(nnx.Module):
         self.ada_out = nnx.Linear(D, 2 * D, kernel_init=zeros, bias_init=zeros, rngs=rngs)
         self.head = nnx.Linear(D, self.token_dim, kernel_init=zeros, rngs=rngs)
 
+    def matmul_flops(self, frames: int) -> int:
+        """FLOPs of the matrix products of one forward pass over a sequence of ``frames`` frames.
+
+        The model FLOPs of model FLOPs utilisation: every dense layer and both attention
+        products (computed over the whole block-causal window, as the training pass does),
+        at 2 FLOPs per multiply-add; norms, softmax and activations are left out.
+        A training step costs about three times this per sequence (forward, and backward
+        for the activations and for the weights).
+        """
+        c = self.config
+        D, F, E, T = c.width, int(c.width * c.mlp_ratio), self.token_dim, frames
+        S = T * self.tokens
+        per_frame = 256 * D + D * D + c.depth * 6 * D * D + 2 * D * D  # conditioning, adaLN per block and out
+        per_token = E * D + c.depth * (3 * D * D + D * D + 2 * D * F) + D * E  # embed, blocks, head
+        attention = c.depth * 2 * S * S * D  # scores and weighted values
+        return 2 * (T * per_frame + S * per_token + attention)
+
     # -- tokens ---------------------------------------------------------------
     def patchify(self, z_XhwC: jax.Array) -> jax.Array:
         """[..., h, w, C] -> [..., N, p*p*C]."""

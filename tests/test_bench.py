@@ -1,0 +1,44 @@
+"""The FLOP counts behind ``worldplay bench`` (what the benchmarks compute, not how fast they run)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from worldplay import bench
+from worldplay.config import DynamicsConfig
+from worldplay.models.dynamics import Dynamics
+
+
+def _xla_flops(fn, *args) -> float:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+@pytest.mark.parametrize(
+    ("latent", "cfg"),
+    [
+        ((8, 8, 16), DynamicsConfig(patch=2, width=96, depth=2, heads=2, window=8)),
+        ((8, 8, 4), DynamicsConfig(patch=1, width=64, depth=3, heads=4, mlp_ratio=2.0, window=5)),
+    ],
+)
+def test_matmul_flops_match_xla_count_of_the_forward_pass(latent, cfg):
+    """The model FLOPs of MFU, counted from the config, agree with XLA's count of the compiled forward pass
+    to within what the left-out norms, softmax and activations cost."""
+    model = Dynamics(cfg, latent, 18, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    B, T = 2, cfg.window
+    args = (params, jnp.zeros((B, T, *latent)), jnp.full((B, T), 0.5), jnp.zeros((B, T), jnp.int32))
+    xla = _xla_flops(lambda p, z, t, a: nnx.merge(graphdef, p)(z, t, a), *args)
+    model_flops = B * model.matmul_flops(T)
+    assert 0.9 * xla < model_flops <= xla
+
+
+def test_train_bench_reports_mfu_against_the_given_peak():
+    r = bench.bench_train("configs/toy.toml", steps=1, batch=2, peak_tflops=0.04)
+    assert r["hlo_tflop_per_step"] == pytest.approx(r["tflop_per_step"], rel=0.1)
+    assert r["mfu"] == pytest.approx(r["achieved_tflop_per_s"] / 0.04)
+    assert "MFU" in bench.format_train(r)
+    assert "--peak-tflops" in bench.format_train({**r, "mfu": None, "peak_tflop_per_s": None})
