@@ -77,6 +77,18 @@ def test_cached_step_equals_full_window():
     np.testing.assert_allclose(cached, full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("level", [None, 0.0])
+def test_context_frames_are_noised_to_the_sampling_level(level):
+    """Appending a frame draws context noise (``context_noise``) unless the sampling level is 0: then the cache
+    holds the clean frame, whatever the stream's random key."""
+    dyn = _dynamics(window=4, sampling_context_noise=level)
+    world = _world(dyn)
+    z, _, a = _inputs(T=1)
+    one, other = (fill(dyn, world.empty_state(2, seed), z[:, 0], a[:, 0]) for seed in (0, 1))
+    same = np.array_equal(one.cache_k, other.cache_k)
+    assert same == (level == 0.0)
+
+
 def test_runs_past_the_window_without_recompiling():
     dyn = _dynamics(window=4)
     world = _world(dyn)

@@ -8,6 +8,7 @@ import pytest
 
 from worldplay.cli import main
 from worldplay.data.format import open_dataset
+from worldplay.errors import WorldplayError
 from worldplay.play import GUIDANCE_STEP, play_world
 from worldplay.world import load_world
 
@@ -119,6 +120,17 @@ def test_no_display_says_how_to_play_headless(monkeypatch, capsys):
     assert main(["play"]) == 2
     err = capsys.readouterr().err
     assert "no display" in err and "--headless --keys" in err
+
+
+def test_sampler_settings_replace_the_worlds_own(toy_world_run):
+    path = toy_world_run["world"]
+    world = load_world(path, sampling_steps=1, context_noise=0.0)
+    assert world.config.sampling_steps == 1 and world.config.context_noise_at_sampling == 0.0
+    _, frame = world.step(world.start(*world.held_out_prompt(0)), 0)
+    assert frame.shape == world.frame_shape
+    assert load_world(path).config.context_noise_at_sampling == toy_world_run["config"].dynamics.context_noise
+    with pytest.raises(WorldplayError, match=r"dynamics\.sampling_context_noise: must be in \[0, 1\)"):
+        load_world(path, context_noise=1.5)
 
 
 def test_keymap_override_from_a_file(world, tmp_path):

@@ -30,7 +30,7 @@ from worldplay.config import load_config
 from worldplay.data.loader import make_loader
 from worldplay.errors import WorldplayError
 from worldplay.train.autoencoder import AutoencoderStage
-from worldplay.train.loop import TrainingDiverged, make_optimizer, restore_training, train
+from worldplay.train.loop import RunPaths, TrainingDiverged, check_resumable, make_optimizer, restore_training, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "train_autoencoder"  # the autoencoder stage's [train_<stage>] section
@@ -417,6 +417,13 @@ def test_resuming_with_a_changed_model_is_refused(tmp_path, toy_dataset):
         _run(AutoencoderStage(changed), changed, toy_dataset)
     assert (run / "config.json").read_text() == saved
     assert sorted(_restore_all(run / "checkpoints", cfg)) == [5]
+    # how the world samples is not what it learned: changing it does not block a resume
+    dyn = cfg.dynamics
+    sampler = dataclasses.replace(dyn, sampling_steps=1, sampling_context_noise=0.0, guidance=3.0)
+    check_resumable(RunPaths(run), dataclasses.replace(cfg, dynamics=sampler), "dynamics")
+    wider = dataclasses.replace(cfg, dynamics=dataclasses.replace(dyn, width=2 * dyn.width))
+    with pytest.raises(WorldplayError, match=r"dynamics\.width"):
+        check_resumable(RunPaths(run), wider, "dynamics")
     longer = dataclasses.replace(cfg, train_autoencoder=dataclasses.replace(cfg.train_autoencoder, steps=10))
     _, messages = _run(AutoencoderStage(longer), longer, toy_dataset)
     assert any("from step 5" in m for m in messages), messages

@@ -193,7 +193,12 @@ def _percentiles(times_ms: list[float]) -> dict[str, float]:
 
 
 def bench_play(
-    world_path: str | os.PathLike[str] | None = None, *, frames: int = 300, scale: int = 8
+    world_path: str | os.PathLike[str] | None = None,
+    *,
+    frames: int = 300,
+    scale: int = 8,
+    sampling_steps: int | None = None,
+    context_noise: float | None = None,
 ) -> dict[str, Any]:
     """Frames per second of a world stepped with guidance on, split into model, decode and display.
 
@@ -208,7 +213,7 @@ def bench_play(
     pygame = _pygame()  # surfaces only: no window, no display needed
 
     path = world_path or default_world()
-    world = load_world(path)
+    world = load_world(path, sampling_steps=sampling_steps, context_noise=context_noise)
     if world.prompts is None:
         state = world.start(np.zeros((4, *world.frame_shape), np.uint8))
     else:

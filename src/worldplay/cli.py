@@ -146,7 +146,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     runs = {
         "data": lambda: (bench.bench_data(ale_game=None if args.no_ale else "ale:Boxing"), bench.format_data),
-        "play": lambda: (bench.bench_play(args.world), bench.format_play),
+        "play": lambda: (
+            bench.bench_play(args.world, sampling_steps=args.sampling_steps, context_noise=args.context_noise),
+            bench.format_play,
+        ),
         "train": lambda: (
             bench.bench_train(args.config, batch=args.batch, peak_tflops=args.peak_tflops),
             bench.format_train,
@@ -166,7 +169,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.checkpoint, args.dataset, args.out, horizons=args.horizons, prompt=args.prompt_frames,
             windows_per_episode=args.windows_per_episode, max_episodes=args.max_episodes,
             drift_minutes=args.drift_minutes, drift_streams=args.drift_streams, env=args.env,
-            env_streams=args.env_streams, env_policy=args.env_policy, guidance=args.guidance, seed=args.seed,
+            env_streams=args.env_streams, env_policy=args.env_policy, guidance=args.guidance,
+            sampling_steps=args.sampling_steps, context_noise=args.context_noise, seed=args.seed,
             progress=not args.quiet,
         )  # fmt: skip
         print(markdown_report(result))
@@ -187,12 +191,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rollout(args: argparse.Namespace) -> int:
+def _load_world(args: argparse.Namespace):
+    """The world named on the command line (default: the shipped one), with any sampler settings given."""
     from worldplay.checkpoint import default_world
-    from worldplay.evaluate import record_rollouts
     from worldplay.world import load_world
 
-    world = load_world(args.checkpoint or default_world())
+    return load_world(
+        args.checkpoint or default_world(), sampling_steps=args.sampling_steps, context_noise=args.context_noise
+    )
+
+
+def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sampling-steps", type=_positive, default=None, help="denoising steps per frame (default: the world's own)"
+    )
+    parser.add_argument(
+        "--context-noise", type=float, default=None,
+        help="noise level of the context frames at sampling (default: the world's own)",
+    )  # fmt: skip
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from worldplay.evaluate import record_rollouts
+
+    world = _load_world(args)
     prompt = None
     if args.prompt:
         from worldplay.play import prompt_from_image
@@ -225,13 +247,11 @@ def cmd_play(args: argparse.Namespace) -> int:
         if args.video:
             print(f"wrote {len(frames)} frames to {args.video}")
         return 0
-    from worldplay.checkpoint import default_world
     from worldplay.play import play_world, require_display
-    from worldplay.world import load_world
 
     if not args.headless:
         require_display()  # before the world loads, which takes seconds
-    world = load_world(args.checkpoint or default_world())
+    world = _load_world(args)
     keymap = None
     if args.keymap:
         from worldplay.play import load_keymap
@@ -305,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--peak-tflops", type=float, default=None,
         help="train: the device's dense peak in TFLOP/s, for MFU (default: known for H100, H200, A100)",
     )  # fmt: skip
+    _add_sampler_args(b)
     b.add_argument("--json", action="store_true")
     b.add_argument("--no-ale", action="store_true", help="skip the Atari recording benchmark")
     b.set_defaults(func=cmd_bench)
@@ -326,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--env-streams", type=_positive, default=8, help="world: live games at once (8)")
     e.add_argument("--env-policy", default="sticky", help="world: the policy playing the live game (sticky)")
     e.add_argument("--guidance", type=float, default=None, help="world: guidance scale (default: the world's own)")
+    _add_sampler_args(e)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
@@ -338,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--batch", type=_positive, default=8, help="streams stepped at once (default 8)")
     ro.add_argument("--prompt", default=None, help="start every episode from this image (default: held-out prompts)")
     ro.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's own)")
+    _add_sampler_args(ro)
     ro.add_argument("--seed", type=int, default=0, help="episode i uses seed S+i")
     ro.add_argument("--out", required=True, help="output folder (dataset/ is created, or appended to)")
     ro.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -355,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--headless", action="store_true", help="no window: play --keys and write --video")
     pl.add_argument("--keys", default=None, help="scripted actions, e.g. 'RIGHT*20,UP*10,NOOP*5'")
     pl.add_argument("--video", default=None, help="write what was played to this MP4 or GIF")
+    _add_sampler_args(pl)
     pl.add_argument("--seed", type=int, default=0)
     pl.set_defaults(func=cmd_play)
     return p

@@ -81,9 +81,10 @@ class DynamicsConfig:
     mlp_ratio: float = 4.0
     window: int = 16  # frames per training sequence; at play time, the frames the newest one attends to
     null_action_prob: float = 0.15  # chance per frame that training sees the learned null action (for CFG)
-    context_noise: float = 0.1  # noise level of context frames at sampling (and around it in training)
+    context_noise: float = 0.1  # noise level of context frames in training (and at sampling, unless the next key)
     clean_context_prob: float = 0.5  # chance per frame that training draws a low noise level (context-like)
     sampling_steps: int = 4  # Euler steps per generated frame
+    sampling_context_noise: float | None = None  # noise level of context frames at sampling (None: context_noise)
     guidance: float = 1.5  # default classifier-free guidance scale on the action
 
     def __post_init__(self) -> None:
@@ -99,8 +100,18 @@ class DynamicsConfig:
         _require(self.window >= 2, "dynamics.window", f"must be >= 2 (context + the new frame), got {self.window}")
         _require(0.0 <= self.null_action_prob < 1.0, "dynamics.null_action_prob", "must be in [0, 1)")
         _require(0.0 <= self.context_noise < 1.0, "dynamics.context_noise", "must be in [0, 1)")
+        _require(
+            self.sampling_context_noise is None or 0.0 <= self.sampling_context_noise < 1.0,
+            "dynamics.sampling_context_noise",
+            "must be in [0, 1), or left out to sample at context_noise",
+        )
         _require(0.0 <= self.clean_context_prob <= 1.0, "dynamics.clean_context_prob", "must be in [0, 1]")
         _require(self.guidance >= 0.0, "dynamics.guidance", f"must be >= 0, got {self.guidance}")
+
+    @property
+    def context_noise_at_sampling(self) -> float:
+        """The noise level a world gives each frame it appends to its context."""
+        return self.context_noise if self.sampling_context_noise is None else self.sampling_context_noise
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -459,17 +459,20 @@ def evaluate_world(
     env_streams: int = 8,
     env_policy: str = "sticky",
     guidance: float | None = None,
+    sampling_steps: int | None = None,
+    context_noise: float | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """``worldplay eval WORLD --dataset D --out DIR``: paired rollouts, baselines, delta-PSNR, drift and (with
-    ``env``) the live game. Writes metrics.json, metrics.md, psnr.png and rollouts.mp4 into ``out``."""
+    ``env``) the live game. Writes metrics.json, metrics.md, psnr.png and rollouts.mp4 into ``out``.
+    ``guidance``, ``sampling_steps`` and ``context_noise`` replace the world's own sampler settings."""
     from worldplay.world import load_world
 
     horizons = tuple(sorted(set(int(h) for h in horizons)))
     if not horizons or horizons[0] < 1:
         raise WorldplayError(f"--horizons: need positive frame counts, got {list(horizons)}")
-    world = load_world(world_path)
+    world = load_world(world_path, sampling_steps=sampling_steps, context_noise=context_noise)
     prompt = min(8, world.config.window - 1) if prompt is None else prompt
     if not 1 <= prompt < world.config.window:
         raise WorldplayError(f"--prompt-frames: {prompt} not in [1, {world.config.window - 1}] (the world's window)")
@@ -499,6 +502,8 @@ def evaluate_world(
         "windows": len(group),
         "prompt_frames": prompt,
         "guidance": world.config.guidance if guidance is None else guidance,
+        "sampling_steps": world.config.sampling_steps,
+        "context_noise": world.config.context_noise_at_sampling,
         "seed": seed,
         "horizons": list(horizons),
         **lists,
@@ -561,7 +566,8 @@ def markdown_report(r: dict[str, Any]) -> str:
         f"## Evaluation of {r['world']}",
         "",
         f"Dataset {r['dataset']['path']} ({r['held_out']}): {r['windows']} windows from {r['episodes']} episodes, "
-        f"{r['prompt_frames']} real prompt frames, guidance {r['guidance']}. PSNR in dB: mean over episodes and "
+        f"{r['prompt_frames']} real prompt frames, guidance {r['guidance']}, {r['sampling_steps']} sampling steps, "
+        f"context noise {r['context_noise']:g}. PSNR in dB: mean over episodes and "
         "95% interval; delta-PSNR = world with the recorded actions minus world with uniformly random actions.",
         "",
         *table(r, "Paired rollouts on held-out episodes"),

@@ -70,9 +70,9 @@ def _past(dyn: Dynamics, state: WorldState, copies: int = 1) -> tuple[jax.Array,
 def fill(dyn: Dynamics, state: WorldState, z_BhwC: jax.Array, actions_B: jax.Array) -> WorldState:
     """Append a frame (clean normalised latents and the action that led to it) to the cache.
 
-    The frame is first noised to the context level, as in training, against drift.
+    The frame is first noised to the context level (``DynamicsConfig.context_noise_at_sampling``), against drift.
     """
-    c = dyn.config.context_noise
+    c = dyn.config.context_noise_at_sampling
     key, k_noise = jax.random.split(state.key)
     z_noisy = diffusion.add_noise(z_BhwC, jax.random.normal(k_noise, z_BhwC.shape), c)
     t = jnp.full(z_BhwC.shape[:1], c)
@@ -300,12 +300,20 @@ class WorldModel:
         )
 
 
-def load_world(path: str | Path) -> WorldModel:
-    """Load a world folder (see ``worldplay.checkpoint``); it needs nothing else."""
+def load_world(
+    path: str | Path, *, sampling_steps: int | None = None, context_noise: float | None = None
+) -> WorldModel:
+    """Load a world folder (see ``worldplay.checkpoint``); it needs nothing else.
+
+    ``sampling_steps`` and ``context_noise`` replace the world's own sampler settings
+    (``dynamics.sampling_steps`` and the noise level of context frames at sampling).
+    """
     path = Path(path)
     meta = read_world_meta(path)
     ae_cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
-    dyn_cfg = part_from_dict(DynamicsConfig, meta["dynamics"], "dynamics")
+    sampler = {"sampling_steps": sampling_steps, "sampling_context_noise": context_noise}
+    dyn_values = {**meta["dynamics"], **{k: v for k, v in sampler.items() if v is not None}}
+    dyn_cfg = part_from_dict(DynamicsConfig, dyn_values, "dynamics")
     ae = nnx.eval_shape(lambda: Autoencoder(ae_cfg, rngs=nnx.Rngs(0)))
     dyn = nnx.eval_shape(lambda: Dynamics(dyn_cfg, ae_cfg.latent_shape, len(meta["action_names"]), rngs=nnx.Rngs(0)))
     ae = restore_into(ae, path / "autoencoder")

@@ -206,6 +206,10 @@ def preflight(cfg: Config, stage_name: str) -> None:
     check_resumable(RunPaths(run_dir(cfg, stage_name)), cfg, stage_name)
 
 
+# how a trained world samples, not what it learns: free to change between runs
+SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance"})
+
+
 def check_resumable(paths: RunPaths, cfg: Config, stage_name: str) -> None:
     """Refuse, before anything compiles, to resume a run whose model config has changed since it started."""
     saved_file = paths.root / "config.json"
@@ -215,7 +219,7 @@ def check_resumable(paths: RunPaths, cfg: Config, stage_name: str) -> None:
     for section in MODEL_SECTIONS.get(stage_name, ()):
         for key, value in now[section].items():
             old = saved.get(section, {}).get(key)
-            if old != value:
+            if old != value and key not in SAMPLING_KEYS:
                 raise ConfigError(
                     f"{paths.root}: this run was trained with {section}.{key} = {json.dumps(old)}, the config "
                     f"now says {json.dumps(value)}, so its checkpoints cannot resume. Train under another "
