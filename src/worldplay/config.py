@@ -114,6 +114,10 @@ class DynamicsConfig:
         return self.context_noise if self.sampling_context_noise is None else self.sampling_context_noise
 
 
+# the DynamicsConfig keys that say how a trained world samples, not what it learns: free to change after training
+SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance"})
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TrainConfig:
     """One stage's run of the shared training loop: batch, optimiser, schedule, EMA, logs, checkpoints.

@@ -72,7 +72,7 @@ class Dynamics(nnx.Module):
         c = self.config
         D, F, E, T = c.width, int(c.width * c.mlp_ratio), self.token_dim, frames
         S = T * self.tokens
-        per_frame = 256 * D + D * D + c.depth * 6 * D * D + 2 * D * D  # conditioning, adaLN per block and out
+        per_frame = self.time1.in_features * D + D * D + c.depth * 6 * D * D + 2 * D * D  # conditioning, adaLN, out
         per_token = E * D + c.depth * (3 * D * D + D * D + 2 * D * F) + D * E  # embed, blocks, head
         attention = c.depth * 2 * S * S * D  # scores and weighted values
         return 2 * (T * per_frame + S * per_token + attention)

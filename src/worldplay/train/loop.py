@@ -34,7 +34,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from worldplay.config import Config, TrainConfig, config_to_dict
+from worldplay.config import SAMPLING_KEYS, Config, TrainConfig, config_to_dict
 from worldplay.errors import ConfigError, WorldplayError
 
 Batch = dict[str, np.ndarray]
@@ -204,10 +204,6 @@ def preflight(cfg: Config, stage_name: str) -> None:
             f"train_{stage_name}.batch_size: {tc.batch_size} does not split evenly over {jax.device_count()} devices"
         )
     check_resumable(RunPaths(run_dir(cfg, stage_name)), cfg, stage_name)
-
-
-# how a trained world samples, not what it learns: free to change between runs
-SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance"})
 
 
 def check_resumable(paths: RunPaths, cfg: Config, stage_name: str) -> None:
