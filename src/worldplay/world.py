@@ -106,7 +106,8 @@ def generate(
         x0 = diffusion.guide(x0_both[:B], x0_both[B:], guidance)
         return diffusion.euler_step(x, x0, t, t_next), None
 
-    x, _ = jax.lax.scan(denoise, jax.random.normal(k0, (B, h, w, C)), (grid[:-1], grid[1:]))
+    # unrolled: a few steps at most, and XLA's cost analysis (bench play) then counts every one of them
+    x, _ = jax.lax.scan(denoise, jax.random.normal(k0, (B, h, w, C)), (grid[:-1], grid[1:]), unroll=True)
     return state.replace(key=key), x
 
 
