@@ -124,11 +124,13 @@ def test_no_display_says_how_to_play_headless(monkeypatch, capsys):
 
 def test_sampler_settings_replace_the_worlds_own(toy_world_run):
     path = toy_world_run["world"]
-    world = load_world(path, sampling_steps=1, context_noise=0.0)
-    assert world.config.sampling_steps == 1 and world.config.context_noise_at_sampling == 0.0
+    world = load_world(path, sampling_steps=2, context_noise=0.0)
+    assert world.config.sampling_steps == 2 and world.config.context_noise_at_sampling == 0.0
     _, frame = world.step(world.start(*world.held_out_prompt(0)), 0)
     assert frame.shape == world.frame_shape
-    assert load_world(path).config.context_noise_at_sampling == toy_world_run["config"].dynamics.context_noise
+    own = load_world(path).config
+    assert own.sampling_steps == toy_world_run["config"].dynamics.sampling_steps == 1
+    assert own.context_noise_at_sampling == toy_world_run["config"].dynamics.context_noise
     with pytest.raises(WorldplayError, match=r"dynamics\.sampling_context_noise: must be in \[0, 1\)"):
         load_world(path, context_noise=1.5)
 

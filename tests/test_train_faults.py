@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from conftest import FAST_COMPILE
 from worldplay.cli import main
 from worldplay.config import load_config
 from worldplay.data.loader import make_loader
@@ -36,8 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTION = "train_autoencoder"  # the autoencoder stage's [train_<stage>] section
 TINY_MODEL = ["autoencoder.channels=[8]", "autoencoder.blocks=0", "autoencoder.latent_channels=4"]
 TMP_MARK = "orbax-checkpoint-tmp"
-# Subprocesses compile 3-4x faster without LLVM optimisation; the partitioning and the maths are the same.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _tiny_config(dataset: Path, runs: Path, *train_sets: str):
