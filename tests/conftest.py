@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,23 +60,70 @@ TOY_WORLD_SETS = [
 ]  # fmt: skip
 
 
+class ToyWorldTraining:
+    """Records the toy world's data and trains both stages (`worldplay train`, in a subprocess) on a thread."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.config = ROOT / "configs" / "toy.toml"
+        self.data = root / "data"
+        self.sets = [f"data.dataset={self.data}", f"train_autoencoder.runs_dir={root / 'runs'}",
+                     f"train_dynamics.runs_dir={root / 'runs'}", *TOY_WORLD_SETS]  # fmt: skip
+        self.error: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """End the training if the session ends first (a failure with -x, Ctrl+C)."""
+        self.stopped = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self.thread.join()
+
+    def _run(self) -> None:
+        # the random policy keeps the player away from the walls, where the keys show (sticky runs into corners)
+        record_toy(self.data, episodes=30, steps=200, seed=100, policy=RandomPolicy(5))
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        if USER_XLA_FLAGS is not None:
+            env["XLA_FLAGS"] = USER_XLA_FLAGS
+        for stage in ("autoencoder", "dynamics"):
+            cmd = [sys.executable, "-m", "worldplay", "train", stage, "--config", str(self.config), "--quiet"]
+            cmd += [a for s in self.sets for a in ("--set", s)]
+            if self.stopped:
+                return
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            out, _ = self.proc.communicate()
+            if self.proc.returncode != 0:
+                self.error = f"training the toy {stage} failed:\n{out}"
+                return
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """The tests of the trained toy world run last, while its training starts now and runs beside the others."""
+    uses = [item for item in items if "toy_world_run" in getattr(item, "fixturenames", ())]
+    if uses and not config.option.collectonly:
+        items[:] = [item for item in items if item not in uses] + uses
+        config.stash[_TOY_WORLD] = ToyWorldTraining(config._tmp_path_factory.mktemp("toyworld"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    job = config.stash.get(_TOY_WORLD, None)
+    if job is not None:
+        job.stop()
+
+
+_TOY_WORLD = pytest.StashKey[ToyWorldTraining]()
+
+
 @pytest.fixture(scope="session")
-def toy_world_run(tmp_path_factory) -> dict:
-    """Record 30 toy episodes, train the toy config's autoencoder and dynamics (`worldplay train`); returns paths."""
+def toy_world_run(pytestconfig) -> dict:
+    """The toy world trained on 30 recorded episodes (started at collection); returns its config and paths."""
     from worldplay.config import load_config
 
-    root = tmp_path_factory.mktemp("toyworld")
-    # the random policy keeps the player away from the walls, where the keys show (sticky runs into corners)
-    data = record_toy(root / "data", episodes=30, steps=200, seed=100, policy=RandomPolicy(5))
-    sets = [f"data.dataset={data}", f"train_autoencoder.runs_dir={root / 'runs'}",
-            f"train_dynamics.runs_dir={root / 'runs'}", *TOY_WORLD_SETS]  # fmt: skip
-    config = ROOT / "configs" / "toy.toml"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    if USER_XLA_FLAGS is not None:
-        env["XLA_FLAGS"] = USER_XLA_FLAGS
-    for stage in ("autoencoder", "dynamics"):
-        cmd = [sys.executable, "-m", "worldplay", "train", stage, "--config", str(config), "--quiet"]
-        done = subprocess.run([*cmd, *(a for s in sets for a in ("--set", s))], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"training the toy {stage} failed:\n{done.stdout}\n{done.stderr}"
-    cfg = load_config(config, sets)
-    return {"config": cfg, "dataset": data, "world": root / "runs" / "toy" / "dynamics" / "world"}
+    job = pytestconfig.stash[_TOY_WORLD]
+    job.thread.join()
+    assert job.error is None, job.error
+    cfg = load_config(job.config, job.sets)
+    return {"config": cfg, "dataset": job.data, "world": job.root / "runs" / "toy" / "dynamics" / "world"}
