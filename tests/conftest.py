@@ -20,7 +20,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS or ''} {FAST_COMPILE}".strip()
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 from worldplay.data.record import record  # noqa: E402  (after XLA_FLAGS)
 from worldplay.data.sources import RandomPolicy, StickyPolicy, ToyGame  # noqa: E402
@@ -72,14 +72,16 @@ class ToyWorldTraining:
         self.error: str | None = None
         self.proc: subprocess.Popen | None = None
         self.stopped = False
+        self.lock = threading.Lock()  # stop() and starting the next stage exclude each other
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         """End the training if the session ends first (a failure with -x, Ctrl+C)."""
-        self.stopped = True
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        with self.lock:
+            self.stopped = True
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
         self.thread.join()
 
     def _run(self) -> None:
@@ -91,15 +93,17 @@ class ToyWorldTraining:
         for stage in ("autoencoder", "dynamics"):
             cmd = [sys.executable, "-m", "worldplay", "train", stage, "--config", str(self.config), "--quiet"]
             cmd += [a for s in self.sets for a in ("--set", s)]
-            if self.stopped:
-                return
-            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            with self.lock:
+                if self.stopped:
+                    return
+                self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             out, _ = self.proc.communicate()
             if self.proc.returncode != 0:
                 self.error = f"training the toy {stage} failed:\n{out}"
                 return
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: no training for a run without those tests
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """The tests of the trained toy world run last, while its training starts now and runs beside the others."""
     uses = [item for item in items if "toy_world_run" in getattr(item, "fixturenames", ())]
@@ -121,9 +125,10 @@ _TOY_WORLD = pytest.StashKey[ToyWorldTraining]()
 def toy_world_run(pytestconfig) -> dict:
     """The toy world trained on 30 recorded episodes (started at collection); returns its config and paths."""
     from worldplay.config import load_config
+    from worldplay.train.loop import run_dir
 
     job = pytestconfig.stash[_TOY_WORLD]
     job.thread.join()
     assert job.error is None, job.error
     cfg = load_config(job.config, job.sets)
-    return {"config": cfg, "dataset": job.data, "world": job.root / "runs" / "toy" / "dynamics" / "world"}
+    return {"config": cfg, "dataset": job.data, "world": run_dir(cfg, "dynamics") / "world"}

@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from conftest import FAST_COMPILE
+from conftest import FAST_COMPILE, ROOT
 from worldplay.cli import main
 from worldplay.config import load_config
 from worldplay.data.loader import make_loader
@@ -33,7 +33,6 @@ from worldplay.errors import WorldplayError
 from worldplay.train.autoencoder import AutoencoderStage
 from worldplay.train.loop import RunPaths, TrainingDiverged, check_resumable, make_optimizer, restore_training, train
 
-ROOT = Path(__file__).resolve().parent.parent
 SECTION = "train_autoencoder"  # the autoencoder stage's [train_<stage>] section
 TINY_MODEL = ["autoencoder.channels=[8]", "autoencoder.blocks=0", "autoencoder.latent_channels=4"]
 TMP_MARK = "orbax-checkpoint-tmp"
