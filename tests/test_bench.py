@@ -37,8 +37,21 @@ def test_matmul_flops_match_xla_count_of_the_forward_pass(latent, cfg):
 
 
 def test_train_bench_reports_mfu_against_the_given_peak():
-    r = bench.bench_train("configs/toy.toml", steps=1, batch=2, peak_tflops=0.04)
+    r = bench.bench_train("configs/toy.toml", steps=1, batch=2, peak_tflops=0.04, project=False)
     assert r["hlo_tflop_per_step"] == pytest.approx(r["tflop_per_step"], rel=0.1)
     assert r["mfu"] == pytest.approx(r["achieved_tflop_per_s"] / 0.04)
     assert "MFU" in bench.format_train(r)
     assert "--peak-tflops" in bench.format_train({**r, "mfu": None, "peak_tflop_per_s": None})
+
+
+def test_train_bench_projects_the_whole_schedule():
+    """``projected_s``: every stage of the config, its steps times its measured seconds per step."""
+    tiny = ["autoencoder.channels=[8, 8, 8]", "autoencoder.blocks=0", "dynamics.width=32", "dynamics.depth=1",
+            "train_autoencoder.batch_size=4", "train_autoencoder.steps=400", "train_dynamics.batch_size=2",
+            "train_dynamics.steps=700"]  # fmt: skip
+    r = bench.bench_train("configs/toy.toml", steps=1, overrides=tiny)
+    assert set(r["stages"]) == {"autoencoder", "dynamics"}
+    assert r["stages"]["autoencoder"]["steps"] == 400 and r["stages"]["dynamics"]["steps"] == 700
+    expected = sum(s["steps"] * s["s_per_step"] for s in r["stages"].values())
+    assert r["projected_s"] == pytest.approx(expected) and r["projected_s"] > 0
+    assert "projected" in bench.format_train(r)

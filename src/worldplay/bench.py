@@ -7,6 +7,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,13 +207,13 @@ def bench_play(
     calls it. model: the same without the decode. decode: the autoencoder's decoder alone. display: scaling
     the frame to the window and blitting it (pygame, offscreen).
     """
-    from worldplay.checkpoint import default_world
+    from worldplay.checkpoint import resolve_world
     from worldplay.play import _pygame
     from worldplay.world import _compiled, load_world
 
     pygame = _pygame()  # surfaces only: no window, no display needed
 
-    path = world_path or default_world()
+    path = resolve_world(world_path)
     world = load_world(path, sampling_steps=sampling_steps, context_noise=context_noise)
     if world.prompts is None:
         state = world.start(np.zeros((4, *world.frame_shape), np.uint8))
@@ -296,17 +297,21 @@ def format_play(r: dict[str, Any]) -> str:
 PEAK_FLOPS = {"H100": 494e12, "H200": 494e12, "A100": 156e12}
 
 
-def _train_config(config: str | os.PathLike[str] | None) -> tuple[Any, str]:
-    """The config to time: the given file, else ``configs/boxing.toml`` of a checkout, else the shipped world's."""
+def _train_config(config: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> tuple[Any, str]:
+    """The config to time: the given file, else ``configs/boxing.toml`` of a checkout, else the shipped world's.
+
+    The shipped world's folder holds its model, not its training schedule (``source`` ends in ``world.json``).
+    """
     from worldplay.checkpoint import default_world, read_world_meta
     from worldplay.config import config_from_dict, load_config
 
     if config is None and not Path("configs/boxing.toml").is_file():
         world = default_world()
         meta = read_world_meta(world)
-        return config_from_dict({k: meta[k] for k in ("name", "autoencoder", "dynamics")}), str(world)
+        values = {k: meta[k] for k in ("name", "autoencoder", "dynamics")}
+        return config_from_dict(values, overrides), str(Path(world) / "world.json")
     config = config or "configs/boxing.toml"
-    return load_config(config), str(config)
+    return load_config(config, overrides), str(config)
 
 
 def bench_train(
@@ -315,14 +320,22 @@ def bench_train(
     steps: int = 10,
     batch: int | None = None,
     peak_tflops: float | None = None,
+    overrides: Sequence[str] = (),
+    project: bool = True,
 ) -> dict[str, Any]:
-    """Training throughput of the dynamics stage on synthetic latents: sequences/s, tokens/s, FLOPs, MFU.
+    """Training throughput of the dynamics stage on synthetic latents: sequences/s, tokens/s, FLOPs, MFU;
+    and the projected wall time of the config's whole schedule on this machine.
 
     Times the jitted training step alone (the same step ``worldplay train dynamics`` runs), after compiling.
     Model FLOPs utilisation is the model's matrix-product FLOPs per step (three times a forward pass,
     ``Dynamics.matmul_flops``, counted from the config, so the same on every backend) over the step time and
     the device's dense peak: looked up for known GPUs (``PEAK_FLOPS``) or given as ``peak_tflops``. XLA's own
     count of the compiled step is reported beside it as a check (``hlo_tflop_per_step``).
+
+    With ``project`` (and a config file: the shipped world's folder has no schedule), every stage of
+    ``worldplay train world`` is timed the way the run itself projects it (``train.world.project_schedule``,
+    at the config's own batch sizes): ``stages`` holds each one's seconds per step and ``projected_s`` the
+    seconds of all their steps from scratch.
     """
     from flax import nnx
 
@@ -330,7 +343,7 @@ def bench_train(
     from worldplay.train.dynamics import DynamicsObjective
     from worldplay.train.loop import make_optimizer, make_train_step
 
-    cfg, source = _train_config(config)
+    cfg, source = _train_config(config, overrides)
     B = batch or cfg.train_dynamics.batch_size
     T = cfg.dynamics.window
     latent = cfg.autoencoder.latent_shape
@@ -378,6 +391,14 @@ def bench_train(
     peak = 1e12 * peak_tflops if peak_tflops else next((v for k, v in PEAK_FLOPS.items() if k in dev.device_kind), None)
     result["peak_tflop_per_s"] = None if peak is None else peak / 1e12
     result["mfu"] = None if peak is None else model_flops / dt / peak
+    result["projected_s"], result["stages"] = None, None
+    if project and not source.endswith("world.json"):
+        from worldplay.train.world import project_schedule
+
+        plan = project_schedule(cfg, resume=False)
+        keys = ("steps", "batch_size", "s_per_step", "projected_s")
+        result["stages"] = {name: {k: st[k] for k in keys} for name, st in plan["stages"].items()}
+        result["projected_s"] = plan["projected_s"]
     return result
 
 
@@ -395,4 +416,10 @@ def format_train(r: dict[str, Any]) -> str:
         line += f", MFU {100 * r['mfu']:.1f}% of {r['peak_tflop_per_s']:g} TFLOP/s peak"
     else:
         line += " (MFU: peak of this device unknown; give --peak-tflops)"
+    if r.get("stages"):
+        from worldplay.train.world import format_schedule
+
+        stages = {k: {**v, "steps_left": v["steps"]} for k, v in r["stages"].items()}
+        schedule = format_schedule({"stages": stages, "projected_s": r["projected_s"]})
+        line += f"\nschedule of {r['config']} on this machine:\n{schedule}"
     return line

@@ -127,9 +127,15 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from worldplay.config import load_config
+    from worldplay.train.distributed import initialize
 
     cfg = load_config(args.config, args.set)  # refused here, before anything compiles
-    if args.stage == "autoencoder":
+    initialize(args.coordinator, args.num_processes, args.process_id)
+    if args.stage == "world":
+        from worldplay.train.world import train_world
+
+        result = train_world(cfg, progress=not args.quiet, project=not args.no_projection)
+    elif args.stage == "autoencoder":
         from worldplay.train.autoencoder import train_autoencoder
 
         result = train_autoencoder(cfg, progress=not args.quiet)
@@ -137,7 +143,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from worldplay.train.dynamics import train_dynamics
 
         result = train_dynamics(cfg, progress=not args.quiet)
-    print(json.dumps(result, indent=2))
+    import jax
+
+    if jax.process_index() == 0:
+        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -151,7 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bench.format_play,
         ),
         "train": lambda: (
-            bench.bench_train(args.config, batch=args.batch, peak_tflops=args.peak_tflops),
+            bench.bench_train(args.config, batch=args.batch, peak_tflops=args.peak_tflops, overrides=args.set),
             bench.format_train,
         ),
         "autoencoder": lambda: (bench.bench_autoencoder(args.config), bench.format_autoencoder),
@@ -162,6 +171,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from worldplay.checkpoint import resolve_world, shipped_worlds
+
+    if args.checkpoint in shipped_worlds() and not Path(args.checkpoint).exists():
+        args.checkpoint = str(resolve_world(args.checkpoint))
     if (Path(args.checkpoint) / "world.json").is_file():
         from worldplay.evaluate import evaluate_world, markdown_report
 
@@ -193,11 +206,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _load_world(args: argparse.Namespace):
     """The world named on the command line (default: the shipped one), with any sampler settings given."""
-    from worldplay.checkpoint import default_world
+    from worldplay.checkpoint import resolve_world
     from worldplay.world import load_world
 
     return load_world(
-        args.checkpoint or default_world(), sampling_steps=args.sampling_steps, context_noise=args.context_noise
+        resolve_world(args.checkpoint), sampling_steps=args.sampling_steps, context_noise=args.context_noise
     )
 
 
@@ -304,16 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="info as JSON")
     d.set_defaults(func=cmd_data)
 
-    t = sub.add_parser("train", help="train a stage; resumes from the run's latest checkpoint")
-    t.add_argument("stage", choices=["autoencoder", "dynamics"], help="autoencoder first, then dynamics")
+    t = sub.add_parser("train", help="train a world (every stage) or one stage; resumes from the latest checkpoint")
+    t.add_argument(
+        "stage", choices=["world", "autoencoder", "dynamics"],
+        help="world: every stage in order, each resuming; or one stage (autoencoder first, then dynamics)",
+    )  # fmt: skip
     t.add_argument("--config", required=True, help="TOML config, e.g. configs/toy.toml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-projection", action="store_true", help="world: skip the timed warm-up and projection")
+    t.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="multi-process: process 0's address")
+    t.add_argument("--num-processes", type=_positive, default=None, help="multi-process: processes in the run")
+    t.add_argument("--process-id", type=int, default=None, help="multi-process: this process's index, from 0")
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="measure speed on this machine")
     b.add_argument("what", choices=["play", "train", "data", "autoencoder"])
-    b.add_argument("--world", default=None, help="play: a world folder (default: the shipped world)")
+    b.add_argument("--world", default=None, help="play: a world folder or a shipped world's name (default: boxing)")
     b.add_argument(
         "--config",
         default=None,
@@ -321,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(train: default configs/boxing.toml, else the shipped world's)",
     )
     b.add_argument("--batch", type=int, default=None, help="train: sequences per step (default: the config's)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="train: override a config key")
     b.add_argument(
         "--peak-tflops", type=float, default=None,
         help="train: the device's dense peak in TFLOP/s, for MFU (default: known for H100, H200, A100)",
@@ -331,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="evaluate a world or an autoencoder on held-out episodes")
-    e.add_argument("checkpoint", help="a world folder (e.g. checkpoints/boxing) or an autoencoder run folder")
+    e.add_argument("checkpoint", help="a world folder or a shipped world's name (boxing), or an autoencoder run")
     e.add_argument("--dataset", required=True)
     e.add_argument("--out", required=True, help="folder for metrics.json and images")
     e.add_argument(
@@ -353,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     ro = sub.add_parser("rollout", help="record a policy's episodes inside a world (video, dataset, summary)")
-    ro.add_argument("checkpoint", nargs="?", default=None, help="a world folder (default: the shipped Boxing world)")
+    ro.add_argument(
+        "checkpoint", nargs="?", default=None, help="a world folder or a shipped world's name (default: boxing)"
+    )
     ro.add_argument("--policy", default="sticky", help="random | sticky | human | pkg.module:function (default sticky)")
     ro.add_argument("--episodes", type=_positive, default=1)
     ro.add_argument("--steps", type=_positive, default=150, help="generated frames per episode (default 150)")
@@ -367,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(func=cmd_rollout)
 
     pl = sub.add_parser("play", help="play a world with the arrow keys")
-    pl.add_argument("checkpoint", nargs="?", default=None, help="a world folder (default: the shipped Boxing world)")
+    pl.add_argument(
+        "checkpoint", nargs="?", default=None, help="a world folder or a shipped world's name (default: boxing)"
+    )
     pl.add_argument("--prompt", default=None, help="start the world from this image (resized to the world's frames)")
     pl.add_argument("--guidance", type=float, default=None, help="initial guidance scale (default: the world's own)")
     pl.add_argument("--size", type=_positive, default=512, help="window size in pixels (default 512)")

@@ -72,9 +72,16 @@ class AutoencoderStage:
     def extras(self, model: Autoencoder) -> dict[str, Any]:
         return dict(self._latent_stats)
 
+    def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        s = self.cfg.autoencoder.frame_size
+        return {"frames": np.random.default_rng(0).integers(0, 256, (batch_size, s, s, 3), dtype=np.uint8)}
 
-def train_autoencoder(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the autoencoder of ``cfg`` on ``cfg.data.dataset``."""
+
+def train_autoencoder(cfg: Config, *, progress: bool = True, later_s: float | None = None) -> dict[str, Any]:
+    """Train (or resume) the autoencoder of ``cfg`` on ``cfg.data.dataset``.
+
+    ``later_s``: projected seconds of the stages after this one (for the progress bar's ETA).
+    """
     from worldplay.data.format import open_dataset
     from worldplay.train.loop import loaders, preflight, train
 
@@ -82,4 +89,4 @@ def train_autoencoder(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     train_iter, eval_batches = loaders(
         cfg, "autoencoder", AutoencoderStage.window, dataset=open_dataset(cfg.data.dataset)
     )
-    return train(AutoencoderStage(cfg), cfg, train_iter, eval_batches, progress=progress)
+    return train(AutoencoderStage(cfg), cfg, train_iter, eval_batches, progress=progress, later_s=later_s)

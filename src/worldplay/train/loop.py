@@ -66,6 +66,10 @@ class Stage(Protocol):
         """JSON-able things to store with a checkpoint (e.g. latent statistics)."""
         ...
 
+    def example_batch(self, batch_size: int) -> Batch:
+        """Synthetic model inputs of one step's shapes (``batch_size`` rows), for timing the step."""
+        ...
+
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
@@ -135,24 +139,39 @@ def stage_train_config(cfg: Config, stage_name: str) -> TrainConfig:
 
 
 def loaders(
-    cfg: Config, stage_name: str, window: int, **loader_kw: Any
+    cfg: Config, stage_name: str, window: int, *, eval_window: int | None = None, **loader_kw: Any
 ) -> tuple[Iterator[Batch], Callable[[], list[Batch]]]:
-    """The training iterator and the fixed held-out batches of a stage, batch split over processes.
+    """The training iterator (this process's shard) and the fixed held-out batches of a stage.
 
-    A stage calls ``preflight`` first, so a batch that does not split over the devices is refused before this.
+    The training batch is split over processes; every process reads the same held-out batches (of the
+    whole batch size, windows of ``eval_window`` frames, default ``window``), so evaluation does not
+    depend on how many processes train. A stage calls ``preflight`` first, so a batch that does not
+    split over the devices is refused before this.
     """
     from worldplay.data.loader import make_loader
 
     tc = stage_train_config(cfg, stage_name)
-    common = dict(
-        window=window,
-        batch_size=tc.batch_size // jax.process_count(),
-        holdout=cfg.data.holdout,
-        seed=cfg.data.seed,
-        **loader_kw,
+    common = dict(holdout=cfg.data.holdout, seed=cfg.data.seed, **loader_kw)
+    train_iter = iter(
+        make_loader(
+            split="train",
+            window=window,
+            batch_size=tc.batch_size // jax.process_count(),
+            num_threads=cfg.data.num_threads,
+            **common,
+        )
     )
-    train_iter = iter(make_loader(split="train", num_threads=cfg.data.num_threads, **common))
-    held = iter(make_loader(split="heldout", num_threads=0, **common))
+    held = iter(
+        make_loader(
+            split="heldout",
+            window=eval_window or window,
+            batch_size=tc.batch_size,
+            num_threads=0,
+            shard_index=0,
+            shard_count=1,
+            **common,
+        )
+    )
     eval_batches = [next(held) for _ in range(tc.eval_batches)]
     return train_iter, lambda: eval_batches
 
@@ -223,6 +242,88 @@ def check_resumable(paths: RunPaths, cfg: Config, stage_name: str) -> None:
                 )
 
 
+@dataclasses.dataclass
+class StepState:
+    """A stage's model split for training: its graph, and params, EMA and optimizer state on the mesh."""
+
+    graphdef: nnx.GraphDef
+    params: nnx.State
+    ema: nnx.State
+    opt_state: optax.OptState
+    step_fn: Callable[..., tuple[nnx.State, nnx.State, optax.OptState, Metrics]]
+    data_sharding: NamedSharding
+    replicated: NamedSharding
+
+
+def prepare_step(stage: Stage, tc: TrainConfig, mesh: jax.sharding.Mesh) -> StepState:
+    """Build ``stage``'s model at ``tc.seed`` and its jitted training step, replicated over ``mesh``.
+
+    The one place a step is made: training runs it, and :func:`time_step` times the same program.
+    """
+    replicated = NamedSharding(mesh, P())
+    data_sharding = NamedSharding(mesh, P("data"))
+    model = stage.build(nnx.Rngs(tc.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(tc)
+    params = jax.device_put(params, replicated)
+    ema = jax.tree.map(jnp.copy, params)
+    opt_state = jax.device_put(tx.init(params), replicated)
+    step_fn = jax.jit(
+        make_train_step(stage, graphdef, tx, tc.ema_decay),
+        in_shardings=(replicated, replicated, replicated, data_sharding, replicated, replicated),
+        out_shardings=(replicated, replicated, replicated, replicated),
+        donate_argnums=(0, 1, 2),
+    )
+    return StepState(graphdef, params, ema, opt_state, step_fn, data_sharding, replicated)
+
+
+def time_step(
+    stage: Stage, tc: TrainConfig, *, min_steps: int = 4, min_seconds: float = 2.0, max_steps: int = 50
+) -> dict[str, float]:
+    """Seconds per training step of ``stage`` on this machine, from a short warm-up on synthetic inputs.
+
+    The step is the one :func:`train` runs (same model, optimizer, shardings and batch); it is compiled
+    (``compile_s``), run twice untimed, then timed over at least ``min_steps`` steps and ``min_seconds``.
+    """
+    t0 = time.perf_counter()
+    st = prepare_step(stage, tc, make_mesh())
+    batch = _to_global(stage.example_batch(tc.batch_size // jax.process_count()), st.data_sharding)
+    key = jax.random.key(0)
+    params, ema, opt_state = st.params, st.ema, st.opt_state
+    for i in range(2):
+        params, ema, opt_state, m = st.step_fn(params, ema, opt_state, batch, key, jnp.float32(i + 1))
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    n, t = 0, time.perf_counter()
+    while n < max_steps and (n < min_steps or time.perf_counter() - t < min_seconds):
+        params, ema, opt_state, m = st.step_fn(params, ema, opt_state, batch, key, jnp.float32(n + 3))
+        jax.block_until_ready(m)
+        n += 1
+    return {"s_per_step": (time.perf_counter() - t) / n, "compile_s": compile_s, "timed_steps": n}
+
+
+def _host_copy(tree: nnx.State) -> nnx.State:
+    """A process-local copy of replicated arrays (on this process's first device).
+
+    Evaluation and export run on one process's own devices: in a multi-process run, a jitted function given
+    arrays that span processes would need every process to call it with the same inputs.
+    """
+    if jax.process_count() == 1:
+        return tree
+    device = jax.local_devices()[0]
+    return jax.tree.map(lambda x: jax.device_put(np.asarray(x.addressable_data(0)), device), tree)
+
+
+def format_seconds(seconds: float) -> str:
+    """``3h05m``, ``12m30s`` or ``45s``."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
 def train(
     stage: Stage,
     cfg: Config,
@@ -231,54 +332,53 @@ def train(
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    later_s: float | None = None,
 ) -> dict[str, Any]:
     """Train ``stage`` to ``steps`` of its ``[train_<stage>]`` section, resuming from the run's latest checkpoint.
 
     ``train_iter`` must have ``get_state``/``set_state`` (a Grain iterator): its
-    state is checkpointed so a resumed run sees the same data order.
+    state is checkpointed so a resumed run sees the same data order. ``later_s``:
+    the projected seconds of the stages that follow this one (``train world``),
+    added to this stage's own remaining time in the progress bar's ETA of the whole schedule.
+
+    The stage's wall-clock seconds (``elapsed_s``, compilation and evaluation included, summed over
+    resumes) go into every checkpoint and every line of ``logs/metrics.jsonl``; held-out metrics are also
+    written to TensorBoard against them (``eval_wallclock/*``, in whole seconds).
     """
+    t_start = time.perf_counter()
     tc = stage_train_config(cfg, stage.name)
     paths = RunPaths(run_dir(cfg, stage.name))
     paths.root.mkdir(parents=True, exist_ok=True)
     check_resumable(paths, cfg, stage.name)
-    (paths.root / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
-    mesh = make_mesh()
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
-
-    model = stage.build(nnx.Rngs(tc.seed))
-    graphdef, params = nnx.split(model, nnx.Param)
-    tx = make_optimizer(tc)
-    params = jax.device_put(params, replicated)
-    ema = jax.tree.map(jnp.copy, params)
-    opt_state = jax.device_put(tx.init(params), replicated)
+    if jax.process_index() == 0:
+        (paths.root / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    st = prepare_step(stage, tc, make_mesh())
+    graphdef, params, ema, opt_state, step_fn = st.graphdef, st.params, st.ema, st.opt_state, st.step_fn
 
     manager = _checkpoint_manager(paths.checkpoints, tc.keep)
-    start = 0
+    start, elapsed_before = 0, 0.0
     latest = manager.latest_step()
     if latest is not None:
-        restored = restore_training(manager, latest, params, opt_state, replicated)
+        restored = restore_training(manager, latest, params, opt_state, st.replicated)
         params, ema, opt_state = restored["params"], restored["ema"], restored["opt_state"]
         train_iter.set_state(restored["data"])
-        start = latest
+        start, elapsed_before = latest, float(restored["meta"].get("elapsed_s", 0.0))
         log(f"resuming {paths.root} from step {start}")
 
-    step_fn = jax.jit(
-        make_train_step(stage, graphdef, tx, tc.ema_decay),
-        in_shardings=(replicated, replicated, replicated, data_sharding, replicated, replicated),
-        out_shardings=(replicated, replicated, replicated, replicated),
-        donate_argnums=(0, 1, 2),
-    )
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_start
+
     from tensorboardX import SummaryWriter
 
     writer = SummaryWriter(str(paths.logs)) if jax.process_index() == 0 else None
     base_key = jax.random.key(tc.seed)
     last_eval: dict[str, float] = {}
     t_last, step_last = time.perf_counter(), start
+    rate: float | None = None  # steps/s, smoothed, for the ETA of the whole schedule
     bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc=f"train {stage.name}", unit="step")
     try:
         for step in range(start + 1, tc.steps + 1):
-            batch = _to_global(stage.batch(next(train_iter)), data_sharding)
+            batch = _to_global(stage.batch(next(train_iter)), st.data_sharding)
             key = jax.random.fold_in(base_key, step)
             params, ema, opt_state, metrics = step_fn(params, ema, opt_state, batch, key, jnp.float32(step))
             bar.update(1)
@@ -292,26 +392,38 @@ def train(
                     )
                 now = time.perf_counter()
                 scalars["steps_per_s"] = (step - step_last) / max(now - t_last, 1e-9)
+                rate = scalars["steps_per_s"] if rate is None else 0.7 * rate + 0.3 * scalars["steps_per_s"]
                 t_last, step_last = now, step
-                bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+                postfix = {"loss": f"{scalars['loss']:.4g}"}
+                if later_s is not None:
+                    postfix["all stages ETA"] = format_seconds((tc.steps - step) / max(rate, 1e-9) + later_s)
+                bar.set_postfix(postfix)
                 if writer:
                     for k, v in scalars.items():
                         writer.add_scalar(f"train/{k}", v, step)
-                    _append_jsonl(paths.logs / "metrics.jsonl", {"step": step, "time": time.time(), **scalars})
+                    _append_jsonl(
+                        paths.logs / "metrics.jsonl",
+                        {"step": step, "time": time.time(), "elapsed_s": round(elapsed(), 2), **scalars},
+                    )
             if step % tc.eval_every == 0 or step == tc.steps:
-                ema_model = nnx.merge(graphdef, ema)
-                last_eval, images = stage.evaluate(ema_model, eval_batches())
+                last_eval, images = stage.evaluate(nnx.merge(graphdef, _host_copy(ema)), eval_batches())
                 if writer:
-                    _append_jsonl(paths.logs / "metrics.jsonl", {"step": step, "time": time.time(), "eval": last_eval})
+                    wall = elapsed()
+                    _append_jsonl(
+                        paths.logs / "metrics.jsonl",
+                        {"step": step, "time": time.time(), "elapsed_s": round(wall, 2), "eval": last_eval},
+                    )
                     for k, v in last_eval.items():
                         writer.add_scalar(f"eval/{k}", v, step)
+                        writer.add_scalar(f"eval_wallclock/{k}", v, round(wall))
                     for k, img in images.items():
                         writer.add_image(f"eval/{k}", img, step, dataformats="HWC")
             if step % tc.checkpoint_every == 0 or step == tc.steps:
+                ema_local = _host_copy(ema)
                 if not last_eval:
-                    last_eval, _ = stage.evaluate(nnx.merge(graphdef, ema), eval_batches())
+                    last_eval, _ = stage.evaluate(nnx.merge(graphdef, ema_local), eval_batches())
                 _check_finite(params, step, manager, paths)
-                extras = stage.extras(nnx.merge(graphdef, ema))
+                extras = stage.extras(nnx.merge(graphdef, ema_local))
                 manager.save(
                     step,
                     args=ocp.args.Composite(
@@ -320,7 +432,13 @@ def train(
                         opt_state=ocp.args.StandardSave(opt_state),
                         data=ocp.args.JsonSave(train_iter.get_state()),
                         meta=ocp.args.JsonSave(
-                            {"step": step, "stage": stage.name, "config": config_to_dict(cfg), **extras}
+                            {
+                                "step": step,
+                                "stage": stage.name,
+                                "config": config_to_dict(cfg),
+                                "elapsed_s": elapsed(),
+                                **extras,
+                            }
                         ),
                     ),
                     metrics={"eval_loss": float(last_eval.get("eval_loss", float("inf")))},
@@ -328,13 +446,13 @@ def train(
                 manager.wait_until_finished()
                 export = getattr(stage, "export", None)
                 if export is not None and jax.process_index() == 0:
-                    export(nnx.merge(graphdef, ema), step, paths.root)
+                    export(nnx.merge(graphdef, ema_local), step, paths.root)
     finally:
         bar.close()
         if writer:
             writer.close()
         manager.close()
-    return {"step": tc.steps, "run_dir": str(paths.root), **last_eval}
+    return {"step": tc.steps, "run_dir": str(paths.root), "elapsed_s": round(elapsed(), 1), **last_eval}
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -344,7 +462,7 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def _check_finite(params: nnx.State, step: int, manager: ocp.CheckpointManager, paths: RunPaths) -> None:
-    if not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(params)):
+    if not all(np.isfinite(np.asarray(x.addressable_data(0))).all() for x in jax.tree.leaves(params)):
         raise TrainingDiverged(
             f"weights are not finite at step {step}; not saved. The last good checkpoint "
             f"(step {manager.latest_step()}) in {paths.checkpoints} is kept."
@@ -358,7 +476,7 @@ def restore_training(
     opt_state: optax.OptState,
     sharding: NamedSharding,
 ) -> dict[str, Any]:
-    """Restore params, EMA, optimizer state and data-iterator state of ``step``."""
+    """Restore params, EMA, optimizer state, data-iterator state and metadata of ``step``."""
 
     def abstract(tree):
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
@@ -370,6 +488,7 @@ def restore_training(
             ema=ocp.args.StandardRestore(abstract(params)),
             opt_state=ocp.args.StandardRestore(abstract(opt_state)),
             data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore(),
         ),
     )
-    return {"params": r.params, "ema": r.ema, "opt_state": r.opt_state, "data": r.data}
+    return {"params": r.params, "ema": r.ema, "opt_state": r.opt_state, "data": r.data, "meta": r.meta or {}}

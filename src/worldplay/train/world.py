@@ -1,0 +1,128 @@
+"""``worldplay train world``: every stage of a config in order, each resuming, with a projected wall time.
+
+    cfg = load_config("configs/boxing-cpu.toml")
+    plan = project_schedule(cfg)   # {"stages": {name: {"s_per_step", "steps_left", ...}}, "projected_s"}
+    results = train_world(cfg)     # {"autoencoder": {...}, "dynamics": {...}, "world": "runs/<name>/dynamics/world"}
+
+The projection times each stage's own training step (the same compiled program, model, optimizer and
+batch as the run) for a few steps on synthetic inputs, and multiplies by the steps the stage has left.
+It leaves out what is not a training step: loading, encoding the dataset for the dynamics stage, and the
+periodic held-out evaluations (``docs/training.md`` compares projections with measured runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from worldplay.config import Config
+from worldplay.train.loop import format_seconds, run_dir, stage_train_config, time_step
+
+# The stages of a world, in the order they train: each one reads what the ones before it wrote.
+STAGES = ("autoencoder", "dynamics")
+
+
+def _stage_objective(cfg: Config, name: str, num_actions: int) -> Any:
+    """The objective of stage ``name`` without its dataset: enough to build the model and time a step."""
+    if name == "autoencoder":
+        from worldplay.train.autoencoder import AutoencoderStage
+
+        return AutoencoderStage(cfg)
+    from worldplay.train.dynamics import DynamicsObjective
+
+    return DynamicsObjective(cfg, num_actions)
+
+
+def _trainer(name: str) -> Callable[..., dict[str, Any]]:
+    if name == "autoencoder":
+        from worldplay.train.autoencoder import train_autoencoder
+
+        return train_autoencoder
+    from worldplay.train.dynamics import train_dynamics
+
+    return train_dynamics
+
+
+def completed_steps(cfg: Config, name: str) -> int:
+    """The step of the latest complete checkpoint of stage ``name`` of ``cfg`` (0 if none)."""
+    ckpts = run_dir(cfg, name) / "checkpoints"
+    steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()]
+    return max(steps, default=0)
+
+
+def _num_actions(cfg: Config) -> int:
+    """The dataset's action count if it can be read, else the full Atari set (18): only sizes one embedding."""
+    from worldplay.data.format import open_dataset
+    from worldplay.errors import WorldplayError
+
+    try:
+        return len(open_dataset(cfg.data.dataset).action_names)
+    except WorldplayError:  # no dataset here (e.g. `bench train` on another machine): only sizes one embedding
+        return 18
+
+
+def project_schedule(cfg: Config, *, stages: tuple[str, ...] = STAGES, resume: bool = True) -> dict[str, Any]:
+    """Seconds per step of each stage, measured here, and the projected wall seconds of the whole schedule.
+
+    With ``resume`` the steps already checkpointed are left out (what ``train world`` still has to do).
+    """
+    num_actions = _num_actions(cfg)
+    out: dict[str, Any] = {"stages": {}, "projected_s": 0.0}
+    for name in stages:
+        tc = stage_train_config(cfg, name)
+        done = min(completed_steps(cfg, name), tc.steps) if resume else 0
+        left = tc.steps - done
+        stage = {"steps": tc.steps, "steps_left": left, "batch_size": tc.batch_size, "s_per_step": None}
+        if left:  # a finished stage is not timed
+            stage.update(time_step(_stage_objective(cfg, name, num_actions), tc))
+        stage["projected_s"] = left * (stage["s_per_step"] or 0.0)
+        out["stages"][name] = stage
+        out["projected_s"] += stage["projected_s"]
+    return out
+
+
+def format_schedule(plan: dict[str, Any]) -> str:
+    lines = []
+    for name, s in plan["stages"].items():
+        if not s["steps_left"]:
+            lines.append(f"  {name:<12} done ({s['steps']:,} steps)")
+            continue
+        lines.append(
+            f"  {name:<12} {s['steps_left']:>7,} of {s['steps']:,} steps x {s['s_per_step']:.3f} s/step "
+            f"(batch {s['batch_size']}) = {format_seconds(s['projected_s'])}"
+        )
+    lines.append(
+        f"  projected    {format_seconds(plan['projected_s'])} of training steps on this machine "
+        "(plus loading, encoding and evaluations)"
+    )
+    return "\n".join(lines)
+
+
+def train_world(
+    cfg: Config, *, progress: bool = True, project: bool = True, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Train every stage of ``cfg`` in order, each resuming from its own latest checkpoint.
+
+    First, the projected wall time of what is left (``project_schedule``) is printed; each stage's progress
+    bar then carries an ETA of the whole schedule: its own remaining steps at the measured rate plus the
+    projection of the stages after it. A finished stage is skipped by its own resume (no step left).
+    """
+    import jax
+
+    from worldplay.train.loop import preflight
+
+    for name in STAGES:  # every stage's checks before the first one starts
+        preflight(cfg, name)
+    plan = project_schedule(cfg) if project else None
+    if plan is not None and jax.process_index() == 0:
+        log(f"schedule of {cfg.name}:\n{format_schedule(plan)}")
+    results: dict[str, Any] = {}
+    for i, name in enumerate(STAGES):
+        later = None if plan is None else sum(plan["stages"][n]["projected_s"] for n in STAGES[i + 1 :])
+        if jax.process_index() == 0:
+            log(f"== stage {i + 1}/{len(STAGES)}: {name}")
+        results[name] = _trainer(name)(cfg, progress=progress, later_s=later)
+    results["world"] = results["dynamics"].get("world")
+    if plan is not None:
+        results["projected_s"] = round(plan["projected_s"], 1)
+    return results

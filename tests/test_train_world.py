@@ -1,0 +1,187 @@
+"""`worldplay train world`: every stage in order with a projected wall time, resuming after a SIGKILL between
+stages; and a training run of 2 processes (jax.distributed on localhost) equal to one process with 2 devices.
+
+Everything trains tiny models for a few steps in subprocesses that share a persistent compilation cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import FAST_COMPILE, ROOT
+from worldplay.config import load_config
+from worldplay.train.world import format_schedule, project_schedule
+
+TINY = [
+    "data.num_threads=0", "data.holdout=0.3",
+    "autoencoder.channels=[8, 8, 8]", "autoencoder.blocks=0", "dynamics.width=32", "dynamics.depth=1",
+]  # fmt: skip
+STAGE_SETS = ["batch_size=4", "steps=12", "warmup=0", "log_every=4", "eval_every=6", "checkpoint_every=6",
+              "eval_batches=1"]  # fmt: skip
+
+
+def _sets(dataset: Path, runs: Path) -> list[str]:
+    sets = [f"data.dataset={dataset}", *TINY]
+    for section in ("train_autoencoder", "train_dynamics"):
+        sets += [f"{section}.runs_dir={runs}", *(f"{section}.{s}" for s in STAGE_SETS)]
+    return sets
+
+
+def _env(tmp_path: Path, devices: int = 1) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    env.update(
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path.parent / "jax-cache"),  # shared by the runs of one test
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        XLA_FLAGS=FAST_COMPILE + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else ""),
+    )
+    return env
+
+
+def _cli(command: list[str], sets: list[str]) -> list[str]:
+    return [sys.executable, "-m", "worldplay", *command, "--quiet", *(a for s in sets for a in ("--set", s))]
+
+
+@pytest.mark.slow
+def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages(tmp_path, fresh_toy_dataset):
+    runs = tmp_path / "runs"
+    sets = _sets(fresh_toy_dataset, runs)
+    cmd = _cli(["train", "world", "--config", "configs/toy.toml"], sets)
+    env = _env(tmp_path)
+    lines = []
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("== stage 2/2: dynamics"):
+                proc.send_signal(signal.SIGKILL)  # the autoencoder is done; the dynamics stage has not stepped
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    first = "".join(lines)
+    assert proc.returncode == -signal.SIGKILL, first
+    # the projection is printed before the first step: both stages timed, 12 steps each left
+    assert first.index("projected") < first.index("== stage 1/2: autoencoder"), first
+    assert "autoencoder       12 of 12 steps x" in first and "dynamics          12 of 12 steps x" in first, first
+    ae_ckpts = runs / "toy" / "autoencoder" / "checkpoints"
+    assert (ae_ckpts / "12").is_dir()
+    dyn_ckpts = runs / "toy" / "dynamics" / "checkpoints"
+    assert not dyn_ckpts.exists() or not [p for p in dyn_ckpts.iterdir() if p.name.isdigit()]
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "autoencoder  done (12 steps)" in out, out  # nothing left to project for the finished stage
+    assert f"resuming {runs / 'toy' / 'autoencoder'} from step 12" in out, out
+    assert "resuming" not in out.split("== stage 2/2: dynamics")[1], out  # the dynamics stage starts afresh
+    result = json.loads(done.stdout[done.stdout.index("{") :])
+    assert result["autoencoder"]["step"] == 12 and result["dynamics"]["step"] == 12
+    world = Path(result["world"])
+    meta = json.loads((world / "world.json").read_text())
+    assert meta["steps"] == {"autoencoder": 12, "dynamics": 12}
+    # the cheap held-out evaluation, logged against steps and wall-clock seconds
+    evals = [r for r in map(json.loads, (runs / "toy" / "dynamics" / "logs" / "metrics.jsonl").open()) if "eval" in r]
+    assert [r["step"] for r in evals] == [6, 12]
+    assert evals[0]["elapsed_s"] < evals[1]["elapsed_s"]
+    for key in ("psnr_h1", "psnr_h4", "psnr_h8", "delta_psnr_h4", "delta_psnr_h8", "margin_repeat_h1"):
+        assert np.isfinite(evals[1]["eval"][key]), key
+
+
+def test_projection_is_steps_left_times_measured_seconds_per_step(tmp_path, toy_dataset):
+    cfg = load_config(ROOT / "configs" / "toy.toml", _sets(toy_dataset, tmp_path / "runs"))
+    plan = project_schedule(cfg)
+    assert set(plan["stages"]) == {"autoencoder", "dynamics"}
+    for stage in plan["stages"].values():
+        assert stage["steps_left"] == 12 and stage["s_per_step"] > 0 and stage["timed_steps"] >= 4
+        assert stage["projected_s"] == pytest.approx(12 * stage["s_per_step"])
+    assert plan["projected_s"] == pytest.approx(sum(s["projected_s"] for s in plan["stages"].values()))
+    assert "projected" in format_schedule(plan)
+
+
+# ---------------------------------------------------------------------------
+# Many processes: 2 processes x 1 CPU device == 1 process x 2 devices, same global batch
+# ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _restore_params(ckpt: Path) -> dict[str, np.ndarray]:
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with ocp.StandardCheckpointer() as c:
+        meta = c.metadata(ckpt.absolute())
+        meta = getattr(meta, "item_metadata", meta)
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device), meta)
+        tree = c.restore(ckpt.absolute(), target)
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_with_two_devices(tmp_path, toy_dataset):
+    """The autoencoder stage (whose loss does not depend on the order of the batch's rows) for 3 steps of a
+    global batch of 8: per-step losses and the saved parameters agree; each process read its own shard."""
+    steps = ["batch_size=8", "steps=3", "warmup=0", "log_every=1", "eval_every=3", "checkpoint_every=3",
+             "eval_batches=1"]  # fmt: skip
+
+    def sets(runs: Path) -> list[str]:
+        return [f"data.dataset={toy_dataset}", *TINY, f"train_autoencoder.runs_dir={runs}",
+                *(f"train_autoencoder.{s}" for s in steps)]  # fmt: skip
+
+    base = ["train", "autoencoder", "--config", "configs/toy.toml"]
+    port = _free_port()
+    procs = {
+        "one": subprocess.Popen(
+            _cli(base, sets(tmp_path / "one")), cwd=ROOT, env=_env(tmp_path, devices=2),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ),
+        **{
+            f"p{i}": subprocess.Popen(
+                _cli([*base, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                     sets(tmp_path / "two")),
+                cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            for i in range(2)
+        },
+    }  # fmt: skip
+    outs = {}
+    try:
+        for name, p in procs.items():
+            outs[name], _ = p.communicate(timeout=300)
+    finally:
+        for p in procs.values():
+            p.kill()
+    for name, p in procs.items():
+        assert p.returncode == 0, f"{name}:\n{outs[name]}"
+    assert '"step": 3' in outs["p0"] and '"step": 3' not in outs["p1"]  # one process reports
+
+    def losses(runs: Path) -> list[float]:
+        log = runs / "toy" / "autoencoder" / "logs" / "metrics.jsonl"
+        return [r["loss"] for r in map(json.loads, log.open()) if "loss" in r]
+
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == 3 and len(two) == 3  # written once, by process 0
+    np.testing.assert_allclose(two, one, rtol=2e-5)
+    assert one[0] != one[2]  # it trained
+
+    p_one = _restore_params(tmp_path / "one" / "toy" / "autoencoder" / "checkpoints" / "3" / "params")
+    p_two = _restore_params(tmp_path / "two" / "toy" / "autoencoder" / "checkpoints" / "3" / "params")
+    assert p_one.keys() == p_two.keys() and len(p_one) >= 4
+    for k in p_one:
+        np.testing.assert_allclose(p_two[k], p_one[k], rtol=1e-4, atol=1e-6, err_msg=k)
