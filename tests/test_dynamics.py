@@ -162,3 +162,20 @@ def test_batched_streams_and_bad_input():
         world.start(np.zeros((2, 32, 32, 3), np.uint8))
     with pytest.raises(WorldplayError, match="prompt actions: expected shape"):
         world.start(prompts[0], [1, 2, 3])
+
+
+def test_motion_weights_favour_what_moved_and_keep_each_frames_scale():
+    z = np.zeros((1, 3, 4, 4, 2), np.float32)
+    z[0, 1, 1, 2] = 1.0  # one position changes from frame 0 to frame 1, and back from frame 1 to 2
+    w = np.asarray(diffusion.motion_weights(jnp.asarray(z), 3.0))
+    np.testing.assert_allclose(w.mean(axis=(2, 3)), 1.0, rtol=1e-5)  # a frame's loss keeps its scale
+    np.testing.assert_allclose(w[0, 0], 1.0)  # the first frame has nothing before it
+    assert w[0, 1, 1, 2] > 5 * w[0, 1, 0, 0]  # the moved position outweighs the still ones
+    np.testing.assert_allclose(np.asarray(diffusion.motion_weights(jnp.asarray(z), 0.0)), 1.0)
+
+
+@pytest.mark.parametrize("power", [1.0, 3.0])
+def test_noise_levels_follow_the_configured_density(power):
+    t = np.asarray(diffusion.sample_levels(jax.random.key(0), (200_000,), 0.1, 0.0, power))
+    # density (k+1) t^k: P(t > 0.9) = 1 - 0.9^(k+1)
+    assert abs(np.mean(t > 0.9) - (1 - 0.9 ** (power + 1))) < 0.005

@@ -34,19 +34,21 @@ def guide(x0_cond: jax.Array, x0_uncond: jax.Array, scale: jax.Array | float) ->
     return (1.0 - scale) * x0_uncond + scale * x0_cond
 
 
-def sample_levels(key: jax.Array, shape: tuple[int, ...], context_noise: float, clean_prob: float) -> jax.Array:
+def sample_levels(
+    key: jax.Array, shape: tuple[int, ...], context_noise: float, clean_prob: float, power: float = 1.0
+) -> jax.Array:
     """Per-frame training noise levels (diffusion forcing).
 
     With probability ``clean_prob`` a frame gets a low, context-like level drawn
-    uniformly from [0, 2 * context_noise]; otherwise a level in [0, 1] drawn with density 2t. Every
-    frame is then a denoising target given whatever its past looks like, and the
-    model sees histories as slightly noisy as those it gets at sampling.
+    uniformly from [0, 2 * context_noise]; otherwise a level in [0, 1] drawn with density
+    ``(power + 1) t^power`` (``power`` 1: density 2t). Every frame is then a denoising target given whatever
+    its past looks like, and the model sees histories as slightly noisy as those it gets at sampling.
     """
     k_mix, k_low, k_any = jax.random.split(key, 3)
     low = jax.random.uniform(k_low, shape, maxval=min(1.0, 2.0 * context_noise))
-    # density 2t on [0, 1]: high levels, where the next frame must be predicted rather than cleaned up, and
-    # where the sampler spends its first and decisive step, are drawn more often
-    anywhere = jnp.sqrt(jax.random.uniform(k_any, shape))
+    # high levels, where the next frame must be predicted rather than cleaned up, and where the sampler
+    # spends its first and decisive step (a one-step sampler: its only one), are drawn more often
+    anywhere = jax.random.uniform(k_any, shape) ** (1.0 / (power + 1.0))
     return jnp.where(jax.random.bernoulli(k_mix, clean_prob, shape), low, anywhere)
 
 
@@ -59,3 +61,20 @@ def previous_actions(actions_BT: jax.Array, null_action: int) -> jax.Array:
     """The action that led to each frame: ``actions[t - 1]``, and the null action for the first frame."""
     first = jnp.full_like(actions_BT[:, :1], null_action)
     return jnp.concatenate([first, actions_BT[:, :-1]], axis=1)
+
+
+def motion_weights(z_BThwC: jax.Array, strength: float) -> jax.Array:
+    """Per-position loss weights [B, T, h, w] that favour where a frame changed since the one before.
+
+    ``1 + strength * change / mean(change)`` with ``change`` the squared latent difference to the previous
+    frame, then scaled to mean 1 over each frame: a frame's loss keeps its scale and only moves towards the
+    moving parts (in a game, the sprites the keys move), away from a background the model copies early.
+    The first frame of a window, with nothing before it, and ``strength`` 0 give uniform weights.
+    """
+    B, T, h, w, _ = z_BThwC.shape
+    if strength == 0.0:
+        return jnp.ones((B, T, h, w), z_BThwC.dtype)
+    change = jnp.mean((z_BThwC[:, 1:] - z_BThwC[:, :-1]) ** 2, axis=-1)  # [B, T-1, h, w]
+    change = jnp.concatenate([jnp.zeros_like(change[:, :1]), change], axis=1)
+    weights = 1.0 + strength * change / (jnp.mean(change, axis=(2, 3), keepdims=True) + 1e-6)
+    return weights / jnp.mean(weights, axis=(2, 3), keepdims=True)

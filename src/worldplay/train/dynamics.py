@@ -32,12 +32,14 @@ from worldplay.checkpoint import read_stage_meta, restore_into, save_world, stag
 from worldplay.config import AutoencoderConfig, Config, config_to_dict, part_from_dict
 from worldplay.data.format import Dataset, open_dataset
 from worldplay.errors import WorldplayError
-from worldplay.metrics import image_grid, psnr
+from worldplay.metrics import image_grid
 from worldplay.models.autoencoder import Autoencoder
 from worldplay.models.dynamics import Dynamics
 from worldplay.world import WorldModel
 
 PROMPT_FRAMES = 4  # frames of context a rollout starts from (prompts in the world folder too)
+EVAL_HORIZONS = (1, 4, 8)  # frames after the prompt at which the in-training evaluation scores rollouts
+EVAL_STREAMS = 32  # held-out windows rolled out at each evaluation
 
 
 def load_autoencoder(run_path: str | os.PathLike[str]) -> tuple[Autoencoder, dict[str, Any]]:
@@ -105,12 +107,28 @@ def rollout(
 
 
 class DynamicsObjective:
-    """The training objective of the dynamics model (diffusion forcing, x0-prediction, action dropout)."""
+    """The training objective of the dynamics model (diffusion forcing, x0-prediction, action dropout).
+
+    On its own (no dataset) it builds a model for ``num_actions`` actions and makes synthetic batches:
+    what ``bench train`` and the projected schedule time.
+    """
 
     name = "dynamics"
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, num_actions: int = 18):
         self.cfg = cfg
+        self.num_actions = num_actions
+
+    def build(self, rngs: nnx.Rngs) -> Dynamics:
+        return Dynamics(self.cfg.dynamics, self.cfg.autoencoder.latent_shape, self.num_actions, rngs=rngs)
+
+    def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        shape = (batch_size, self.cfg.dynamics.window)
+        return {
+            "latents": rng.normal(size=(*shape, *self.cfg.autoencoder.latent_shape)).astype(np.float16),
+            "actions": rng.integers(0, self.num_actions, shape).astype(np.int32),
+        }
 
     def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"latents": raw["latents"], "actions": raw["actions"].astype(np.int32)}
@@ -119,11 +137,12 @@ class DynamicsObjective:
         dc = self.cfg.dynamics
         z = batch["latents"].astype(jnp.float32)  # [B, T, h, w, C]
         k_t, k_eps, k_drop = jax.random.split(key, 3)
-        t = diffusion.sample_levels(k_t, z.shape[:2], dc.context_noise, dc.clean_context_prob)
+        t = diffusion.sample_levels(k_t, z.shape[:2], dc.context_noise, dc.clean_context_prob, dc.noise_level_power)
         prev = diffusion.previous_actions(batch["actions"], model.null_action)
         prev = diffusion.drop_actions(k_drop, prev, model.null_action, dc.null_action_prob)
         z_t = diffusion.add_noise(z, jax.random.normal(k_eps, z.shape), t[..., None, None, None])
-        err = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=(2, 3, 4))  # [B, T]
+        sq = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=-1)  # [B, T, h, w]
+        err = jnp.mean(sq * diffusion.motion_weights(z, dc.motion_weight), axis=(2, 3))  # [B, T]
         high = t > 0.5
         return jnp.mean(err), {
             "mse_high_noise": jnp.sum(err * high) / jnp.maximum(high.sum(), 1),
@@ -132,7 +151,7 @@ class DynamicsObjective:
 
 class DynamicsStage(DynamicsObjective):
     def __init__(self, cfg: Config, ae: Autoencoder, ae_meta: dict[str, Any], ds: Dataset, prompts: dict[str, Any]):
-        super().__init__(cfg)
+        super().__init__(cfg, len(ds.action_names))
         self.ae = ae
         self.ae_meta = ae_meta
         self.ds = ds
@@ -140,9 +159,6 @@ class DynamicsStage(DynamicsObjective):
         self.prompts = prompts  # frames [K, P, H, W, 3] and actions [K, P] from held-out episodes
         self.last_eval: dict[str, float] = {}
         self._eval_loss = jax.jit(lambda m, b, k: self.loss(m, b, k)[0])  # compiled once, reused every evaluation
-
-    def build(self, rngs: nnx.Rngs) -> Dynamics:
-        return Dynamics(self.cfg.dynamics, self.ae.config.latent_shape, len(self.ds.action_names), rngs=rngs)
 
     def _world(self, model: Dynamics) -> WorldModel:
         return WorldModel(
@@ -155,34 +171,28 @@ class DynamicsStage(DynamicsObjective):
         )
 
     def evaluate(self, model: Dynamics, batches: list[dict[str, np.ndarray]]):
-        loss_fn = self._eval_loss
+        """Held-out loss at fixed noise, and the cheap rollout scores of :func:`rollout_metrics`."""
+        W = self.cfg.dynamics.window
         key = jax.random.key(1234)  # fixed: the same noise at every evaluation
-        losses = [float(loss_fn(model, self.batch(b), jax.random.fold_in(key, i))) for i, b in enumerate(batches)]
-        result = {"eval_loss": float(np.mean(losses))}
-        # rollouts from held-out windows: recorded actions vs shuffled actions
-        b = batches[0]
-        n = min(8, len(b["latents"]))
-        z = jnp.asarray(b["latents"][:n], jnp.float32)
-        acts = b["actions"][:n].astype(np.int32)
-        P, T = PROMPT_FRAMES, z.shape[1]
-        world = self._world(model)
-        true_acts = acts[:, P - 1 : T - 1]
-        gen = rollout(world, z[:, :P], acts, true_acts)
-        shuffled = np.random.default_rng(0).permutation(true_acts.reshape(-1)).reshape(true_acts.shape)
-        gen_shuffled = rollout(world, z[:, :P], acts, shuffled)
-        H = gen.shape[1]
-        real = world.decode(z[:, P:].reshape(-1, *z.shape[2:])).reshape(n, H, *world.frame_shape)
-        fake = world.decode(gen.reshape(-1, *gen.shape[2:])).reshape(real.shape)
-        fake_s = world.decode(gen_shuffled.reshape(-1, *gen.shape[2:])).reshape(real.shape)
-        p_true = np.asarray(psnr(real.reshape(-1, *real.shape[2:]), fake.reshape(-1, *real.shape[2:]))).reshape(n, H)
-        p_shuf = np.asarray(psnr(real.reshape(-1, *real.shape[2:]), fake_s.reshape(-1, *real.shape[2:]))).reshape(n, H)
-        for h in (1, 4, 8):
-            if h <= H:
-                result[f"rollout_psnr_h{h}"] = float(p_true[:, h - 1].mean())
-                result[f"rollout_psnr_shuffled_h{h}"] = float(p_shuf[:, h - 1].mean())
+        losses, shuffled_losses = [], []
+        for i, b in enumerate(batches):
+            inputs = self.batch(_first(b, W))
+            losses.append(float(self._eval_loss(model, inputs, jax.random.fold_in(key, i))))
+            shuffled = np.random.default_rng(i).permutation(inputs["actions"].reshape(-1))
+            inputs = {**inputs, "actions": shuffled.reshape(inputs["actions"].shape)}
+            shuffled_losses.append(float(self._eval_loss(model, inputs, jax.random.fold_in(key, i))))
+        # the same noise with the actions shuffled: how much of the loss the actions explain
+        result = {
+            "eval_loss": float(np.mean(losses)),
+            "action_loss_gain": float(np.mean(shuffled_losses) / np.mean(losses) - 1),
+        }
+        z = np.concatenate([b["latents"] for b in batches])[:EVAL_STREAMS]
+        acts = np.concatenate([b["actions"] for b in batches])[:EVAL_STREAMS]
+        scores, real, fake = rollout_metrics(self._world(model), z, acts)
+        result.update(scores)
         self.last_eval = result
         self._samples = (real[:4], fake[:4])
-        rows = [real[0, :8], fake[0, :8]] if H >= 8 else [real[0], fake[0]]
+        rows = [real[0, :8], fake[0, :8]]
         return result, {"rollout": image_grid(rows)}
 
     def samples_video(self, path: Path) -> None:
@@ -220,6 +230,52 @@ class DynamicsStage(DynamicsObjective):
                 warnings.warn(f"{path}: sample video not written ({e})", stacklevel=1)
 
 
+def rollout_metrics(
+    world: WorldModel, z: np.ndarray, actions: np.ndarray
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Cheap rollout scores of a world from held-out windows of normalised latents [n, T, h, w, C].
+
+    Each window starts from ``PROMPT_FRAMES`` real latents; the world is driven by the recorded actions and
+    by the same actions shuffled, and repeating the last prompt frame is the baseline. PSNR is against the
+    autoencoder's reconstruction of the real frames, pooled over the windows, at the ``EVAL_HORIZONS``:
+    ``psnr_h*``, ``delta_psnr_h*`` (recorded minus shuffled actions: do the keys matter) and
+    ``margin_repeat_h*`` (world minus repeat-last: does it predict what moves). Returns the scores and the
+    real and generated frames, uint8 [n, T - P, H, W, 3].
+    """
+    z = jnp.asarray(z, jnp.float32)
+    acts = np.asarray(actions, np.int32)
+    P, T = PROMPT_FRAMES, z.shape[1]
+    true_acts = acts[:, P - 1 : T - 1]
+    shuffled = np.random.default_rng(0).permutation(true_acts.reshape(-1)).reshape(true_acts.shape)
+
+    def frames(latents: Any) -> np.ndarray:  # [n, H', ...] -> uint8 [n, H', h, w, 3]
+        lead = latents.shape[:2]
+        return world.decode(jnp.reshape(latents, (-1, *latents.shape[2:]))).reshape(*lead, *world.frame_shape)
+
+    real = frames(z[:, P:])
+    fake = frames(rollout(world, z[:, :P], acts, true_acts))
+    fake_shuffled = frames(rollout(world, z[:, :P], acts, shuffled))
+    repeat = np.broadcast_to(frames(z[:, P - 1 : P]), real.shape)
+
+    def pooled_psnr(pred: np.ndarray) -> np.ndarray:  # [H]: PSNR of the mean squared error over windows
+        mse = np.mean((real.astype(np.float32) - pred.astype(np.float32)) ** 2, axis=(0, 2, 3, 4))
+        return 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+
+    p_true, p_shuf, p_rep = pooled_psnr(fake), pooled_psnr(fake_shuffled), pooled_psnr(repeat)
+    scores = {}
+    for h in EVAL_HORIZONS:
+        if h <= T - P:
+            scores[f"psnr_h{h}"] = float(p_true[h - 1])
+            scores[f"delta_psnr_h{h}"] = float(p_true[h - 1] - p_shuf[h - 1])
+            scores[f"margin_repeat_h{h}"] = float(p_true[h - 1] - p_rep[h - 1])
+    return scores, real, fake
+
+
+def _first(batch: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
+    """The first ``frames`` frames of every window of a batch."""
+    return {k: v[:, :frames] for k, v in batch.items()}
+
+
 def held_out_prompts(ds: Dataset, episodes: list[int], count: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     """``count`` prompts of PROMPT_FRAMES real frames (and their actions) from held-out episodes."""
     rng = np.random.default_rng(seed)
@@ -236,8 +292,11 @@ def held_out_prompts(ds: Dataset, episodes: list[int], count: int = 8, seed: int
     return {"frames": np.stack(frames), "actions": np.stack(actions).astype(np.int32)}
 
 
-def train_dynamics(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the dynamics model of ``cfg`` on latents of its run's autoencoder."""
+def train_dynamics(cfg: Config, *, progress: bool = True, later_s: float | None = None) -> dict[str, Any]:
+    """Train (or resume) the dynamics model of ``cfg`` on latents of its run's autoencoder.
+
+    ``later_s``: projected seconds of the stages after this one (for the progress bar's ETA).
+    """
     from worldplay.data.loader import split_episodes
     from worldplay.train.loop import loaders, preflight, run_dir, train
 
@@ -256,8 +315,11 @@ def train_dynamics(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     cache = root / f"latents-{ds.fingerprint()}-ae{ae_meta['step']}.npy"
     latents = encode_dataset(ae, stats, ds, cache, progress=progress)
     _, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
-    train_iter, eval_batches = loaders(cfg, "dynamics", cfg.dynamics.window, dataset=ds, latents=latents)
+    eval_window = max(cfg.dynamics.window, PROMPT_FRAMES + max(EVAL_HORIZONS))
+    train_iter, eval_batches = loaders(
+        cfg, "dynamics", cfg.dynamics.window, eval_window=eval_window, dataset=ds, latents=latents
+    )
     stage = DynamicsStage(cfg, ae, ae_meta, ds, held_out_prompts(ds, held, seed=cfg.data.seed))
-    result = train(stage, cfg, train_iter, eval_batches, progress=progress)
+    result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
     result["world"] = str(root / "world")
     return result
