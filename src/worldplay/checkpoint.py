@@ -158,3 +158,31 @@ def default_world(name: str = "boxing") -> Path:
             "reinstall worldplay, or pass a world folder: worldplay play runs/<name>/dynamics/world"
         )
     return candidate
+
+
+def shipped_worlds() -> list[str]:
+    """Names of the worlds shipped with worldplay (``checkpoints/<name>``, installed as ``worldplay.worlds``)."""
+    try:
+        from importlib.resources import files
+
+        root = Path(str(files("worldplay.worlds")))
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parents[2] / "checkpoints"
+    return sorted(p.name for p in root.iterdir() if (p / "world.json").is_file())
+
+
+def resolve_world(world: str | os.PathLike[str] | None) -> Path:
+    """A world given on the command line: a folder, else the name of a shipped world; None: the default world.
+
+    A folder wins over a shipped world of the same name.
+    """
+    if world is None:
+        return default_world()
+    path = Path(world)
+    if (path / "world.json").is_file() or path.exists() or os.sep in str(world) or "/" in str(world):
+        return path
+    if str(world) in shipped_worlds():
+        return default_world(str(world))
+    raise CheckpointError(
+        f"{world}: neither a world folder nor a shipped world (shipped: {', '.join(shipped_worlds()) or 'none'})"
+    )
