@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
+from PIL import Image
 
 from worldplay import open_dataset
 from worldplay.cli import main
 from worldplay.data.importer import import_videos
 from worldplay.data.sources import ToyGame
 from worldplay.errors import DatasetError, ImportInputError
+from worldplay.video import write_video
 
 NAMES = list(ToyGame.ACTIONS)
 
@@ -36,11 +38,11 @@ def _inputs(tmp_path, T=12):
     vids.mkdir()
     acts.mkdir()
     f = _frames(T)
-    iio.imwrite(vids / "a.mp4", f, plugin="FFMPEG", fps=15, codec="libx264", macro_block_size=1)
-    iio.imwrite(vids / "b.gif", f, plugin="pillow", duration=66, loop=0)
+    write_video(vids / "a.mp4", f, fps=15)
+    write_video(vids / "b.gif", f, fps=15)
     (vids / "c").mkdir()
     for t, frame in enumerate(f):
-        iio.imwrite(vids / "c" / f"{t:04d}.png", frame)
+        Image.fromarray(frame).save(vids / "c" / f"{t:04d}.png")
     _write_csv(acts / "a.csv", [NAMES[t % 5] for t in range(T)])
     _write_csv(acts / "b.csv", [str(t % 5) for t in range(T)])
     (acts / "c.jsonl").write_text("\n".join(json.dumps({"action": NAMES[t % 5]}) for t in range(T)) + "\n")
@@ -156,3 +158,29 @@ def test_cli_reports_error_without_traceback(tmp_path, capsys):
                str(tmp_path / "ds"), "--action-names", "A,B"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: --videos") and "Traceback" not in err
+
+
+def test_missing_action_names_are_offered_as_a_flag_to_paste(tmp_path, capsys):
+    vids, acts, _ = _inputs(tmp_path)
+    (vids / "b.gif").unlink()  # b's log holds indices; a's and c's hold names
+    (acts / "b.csv").unlink()
+    out = tmp_path / "ds"
+    assert main(["import", "--videos", str(vids), "--actions", str(acts), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    flag = err.split("--action-names ")[-1].split()[0]
+    assert flag.split(",") == [NAMES[t % 5] for t in range(5)]  # the names the logs use, first seen first
+    rc = main(["import", "--videos", str(vids), "--actions", str(acts), "--out", str(out), "--quiet",
+               "--action-names", flag])  # fmt: skip
+    assert rc == 0 and len(open_dataset(out)) == 2
+
+
+def test_missing_action_names_with_index_logs_say_how_many(tmp_path):
+    vids, acts, _ = _inputs(tmp_path)  # keep only b, whose log holds indices
+    (acts / "a.csv").unlink()
+    (acts / "c.jsonl").unlink()
+    for p in vids.iterdir():
+        if p.stem != "b":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    with pytest.raises(ImportInputError, match="action indices 0 to 4: give 5 names in index order"):
+        import_videos(vids, acts, tmp_path / "ds", progress=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 
@@ -10,6 +9,7 @@ from worldplay.cli import main
 from worldplay.data.format import open_dataset
 from worldplay.errors import WorldplayError
 from worldplay.play import GUIDANCE_STEP, play_world
+from worldplay.video import iter_video
 from worldplay.world import load_world
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ def test_headless_cli_writes_the_requested_frames(toy_world_run, tmp_path, capsy
     out = tmp_path / "h.mp4"
     argv = ["play", str(toy_world_run["world"]), "--headless", "--keys", "RIGHT*5,UP*3,NOOP*2", "--video", str(out)]
     assert main(argv) == 0
-    assert len(list(iio.imiter(out, plugin="FFMPEG"))) == 11  # the prompt's last frame and one per key
+    assert len(list(iter_video(out))) == 11  # the prompt's last frame and one per key
 
 
 def test_prompt_image_and_errors(toy_world_run, tmp_path, capsys):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from worldplay.checkpoint import CheckpointError, default_world, resolve_world, shipped_worlds
@@ -19,8 +22,37 @@ def test_a_shipped_world_opens_by_name_from_any_folder(tmp_path, monkeypatch):
 
 def test_an_unknown_name_lists_the_shipped_worlds(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckpointError, match="shipped: .*boxing"):
+    with pytest.raises(CheckpointError, match=r"shipped: .*boxing"):
         resolve_world("no-such-world")
     assert main(["play", "no-such-world", "--headless", "--keys", "NOOP"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no-such-world: neither a world folder nor a shipped world" in err
+
+
+def _damaged_copy(tmp_path, *, manifest: bool = True):
+    world = tmp_path / "world"
+    shutil.copytree(default_world("boxing"), world)
+    biggest = max((p for p in world.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    with open(biggest, "r+b") as f:
+        f.truncate(1000)
+    if not manifest:  # a world written before worlds listed their files
+        meta = json.loads((world / "world.json").read_text())
+        del meta["files"]
+        (world / "world.json").write_text(json.dumps(meta))
+    return world, biggest.relative_to(world).as_posix()
+
+
+def test_a_truncated_weight_file_is_named_in_one_line(tmp_path, capsys):
+    world, damaged = _damaged_copy(tmp_path)
+    assert main(["play", str(world), "--headless", "--keys", "NOOP"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{world}: {damaged} is damaged (1,000 bytes" in err and "reinstall" in err
+
+
+def test_a_damaged_world_without_a_file_list_still_fails_in_one_line(tmp_path, capsys):
+    world, _ = _damaged_copy(tmp_path, manifest=False)
+    assert main(["play", str(world), "--headless", "--keys", "NOOP"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 600, err
+    assert "the weights do not load" in err and "reinstall" in err

@@ -18,6 +18,7 @@ a reader sees the old world or the new one, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -71,9 +72,41 @@ def restore_into(module: nnx.Module, item_dir: Path) -> nnx.Module:
     try:
         with ocp.StandardCheckpointer() as ckptr:
             restored = ckptr.restore(item_dir.absolute(), abstract)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{item_dir}: weights do not load into this model ({e})") from None
+    except Exception as e:  # Orbax and TensorStore raise many kinds; all of them mean "does not load"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{item_dir}: the weights do not load into this model ({first}); the folder may be damaged or "
+            "from another model: re-export or reinstall it"
+        ) from None
     return nnx.merge(graphdef, restored, rest)
+
+
+def file_manifest(root: Path) -> dict[str, list[Any]]:
+    """``{relative path: [size in bytes, sha256]}`` of every file under ``root`` but ``world.json``."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "world.json":
+            out[p.relative_to(root).as_posix()] = [p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()]
+    return out
+
+
+def verify_files(root: Path, manifest: dict[str, list[Any]]) -> None:
+    """Refuse a world folder whose files are missing, truncated or altered since it was written."""
+    for rel, (size, digest) in manifest.items():
+        p = root / rel
+        if not p.is_file():
+            raise CheckpointError(f"{root}: {rel} is missing; the world folder is incomplete: copy or reinstall it")
+        actual = p.stat().st_size
+        if actual != size:
+            raise CheckpointError(
+                f"{root}: {rel} is damaged ({actual:,} bytes, written with {size:,}): copy or reinstall the world, "
+                "or export it again from its training run"
+            )
+        if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+            raise CheckpointError(
+                f"{root}: {rel} is damaged (its checksum differs from when it was written): copy or reinstall "
+                "the world, or export it again from its training run"
+            )
 
 
 def save_params(module: nnx.Module, item_dir: Path) -> None:
@@ -101,8 +134,9 @@ def save_world(
         save_params(autoencoder, tmp / "autoencoder")
         save_params(dynamics, tmp / "dynamics")
         np.savez(tmp / "prompts.npz", frames=np.asarray(prompt_frames, np.uint8), actions=np.asarray(prompt_actions))
+        files = file_manifest(tmp)
         (tmp / "world.json").write_text(
-            json.dumps({"format": WORLD_FORMAT, "version": WORLD_VERSION, **meta}, indent=2)
+            json.dumps({"format": WORLD_FORMAT, "version": WORLD_VERSION, **meta, "files": files}, indent=2)
         )
         old = None
         if target.exists():

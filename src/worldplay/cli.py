@@ -130,6 +130,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from worldplay.train.distributed import initialize
 
     cfg = load_config(args.config, args.set)  # refused here, before anything compiles
+    from worldplay.output import check_writable
+
+    for section in ("train_autoencoder", "train_dynamics"):
+        check_writable(getattr(cfg, section).runs_dir, f"the training run ({section}.runs_dir)", folder=True)
     initialize(args.coordinator, args.num_processes, args.process_id)
     if args.stage == "world":
         from worldplay.train.world import train_world
@@ -409,9 +413,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# the outputs of each command: (argument, what it is, a folder?) checked before any work starts
+OUTPUTS = {
+    "record": [("out", "the dataset", True)],
+    "import": [("out", "the dataset", True)],
+    "eval": [("out", "the evaluation", True)],
+    "rollout": [("out", "the rollouts", True)],
+    "play": [("video", "the video", False)],
+}
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, in one line and before anything runs, an output the command could not write."""
+    from worldplay.output import check_writable
+
+    for attr, what, folder in OUTPUTS.get(args.command, []):
+        if getattr(args, attr, None):
+            check_writable(getattr(args, attr), what, folder=folder)
+    if args.command == "play" and not args.headless and args.game is None:
+        check_writable(args.record_dir, "recordings (the P and V keys)", folder=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         return int(args.func(args) or 0)
     except WorldplayError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -533,7 +533,7 @@ def evaluate_world(
     plot_report(result, out / "psnr.png")
     try:
         side_by_side_video(frames, generated["world"], prompt, out / "rollouts.mp4", fps=world.fps)
-    except (ImportError, OSError) as e:  # a missing ffmpeg must not lose the metrics
+    except (ImportError, OSError) as e:  # a video that cannot be written must not lose the metrics
         warnings.warn(f"{out / 'rollouts.mp4'}: video not written ({e})", stacklevel=1)
     return result
 
@@ -740,7 +740,7 @@ def record_rollouts(
                 video = out / "videos" / f"{path.stem}.mp4"
                 try:
                     write_video(video, frames_i, fps=world.fps, scale=4)
-                except (ImportError, OSError) as e:  # a missing ffmpeg must not lose the episode
+                except (ImportError, OSError) as e:  # a video that cannot be written must not lose the episode
                     warnings.warn(f"{video}: video not written ({e})", stacklevel=1)
                     video = None
                 counts = np.bincount(acts[i, :steps], minlength=len(world.action_names))

@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx, struct
 
 from worldplay import diffusion
-from worldplay.checkpoint import read_world_meta, restore_into
+from worldplay.checkpoint import read_world_meta, restore_into, verify_files
 from worldplay.config import AutoencoderConfig, DynamicsConfig, part_from_dict
 from worldplay.errors import WorldplayError
 from worldplay.models.autoencoder import Autoencoder
@@ -311,6 +311,7 @@ def load_world(
     """
     path = Path(path)
     meta = read_world_meta(path)
+    verify_files(path, meta.get("files", {}))  # before any weight is read: a damaged file, named in one line
     ae_cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
     sampler = {"sampling_steps": sampling_steps, "sampling_context_noise": context_noise}
     dyn_values = {**meta["dynamics"], **{k: v for k, v in sampler.items() if v is not None}}

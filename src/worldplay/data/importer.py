@@ -1,6 +1,6 @@
 """Import video files and per-episode action logs into a dataset (``worldplay import``).
 
-``VIDEOS/NAME.mp4`` (or ``.gif``, other ffmpeg formats, or a folder ``NAME/`` of
+``VIDEOS/NAME.mp4`` (or ``.gif``, other formats FFmpeg reads, or a folder ``NAME/`` of
 PNG frames) pairs with ``ACTIONS/NAME.csv`` or ``ACTIONS/NAME.jsonl``: one row per
 frame, row ``t`` holding the action taken at frame ``t`` (by name or index) and
 optionally its ``reward`` and ``terminal``.
@@ -142,6 +142,37 @@ def read_action_log(path: str | os.PathLike[str], action_names: Sequence[str]) -
     return ActionLog(path, np.array(actions, np.int32), rewards, terminals, [n for n, _ in rows])
 
 
+def _action_names_hint(logs: list[Path]) -> str:
+    """The refusal of a new dataset without ``--action-names``, with the names the logs use, ready to paste."""
+    names: dict[str, None] = {}  # in order of first appearance
+    top = -1
+    for path in logs:
+        try:
+            rows = _rows_csv(path) if path.suffix.lower() == ".csv" else _rows_jsonl(path)
+        except (UnicodeDecodeError, csv.Error):
+            continue  # the import proper names the bad file
+        for _, r in rows:
+            value = str(r.get("action", "")).strip()
+            if value.lstrip("-").isdigit():
+                top = max(top, int(value))
+            elif value:
+                names.setdefault(value, None)
+    if names and top < 0:
+        return (
+            f"--action-names is required for a new dataset; the logs name {len(names)} actions: "
+            f"--action-names {','.join(names)}  (the order fixes their indices)"
+        )
+    if top >= 0 and not names:
+        return (
+            f"--action-names is required for a new dataset; the logs hold action indices 0 to {top}: give "
+            f"{top + 1} names in index order, e.g. --action-names {','.join(f'A{i}' for i in range(top + 1))}"
+        )
+    return (
+        "--action-names is required for a new dataset, e.g. --action-names NOOP,UP,DOWN,LEFT,RIGHT "
+        "(row values in the logs are these names or their indices)"
+    )
+
+
 def find_pairs(videos: Path, actions: Path) -> list[tuple[Path, Path]]:
     """Match ``VIDEOS/NAME.ext`` (or ``NAME/`` of PNGs) with ``ACTIONS/NAME.csv|jsonl``."""
     for d, what in ((videos, "--videos"), (actions, "--actions")):
@@ -226,10 +257,7 @@ def import_videos(
         if ds.frame_shape[:2] != tuple(size):
             raise DatasetError(f"{out}: existing dataset has {ds.frame_shape[:2]} frames, --size gives {size}")
     elif action_names is None:
-        raise ImportInputError(
-            "--action-names is required for a new dataset, e.g. --action-names NOOP,UP,DOWN,LEFT,RIGHT "
-            "(row values in the logs are these names or their indices)"
-        )
+        raise ImportInputError(_action_names_hint([a for _, a in pairs]))
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: exists and is not a worldplay dataset; choose another --out")
     logs = [read_action_log(a, list(action_names)) for _, a in pairs]  # all logs first: cheap

@@ -226,7 +226,7 @@ class DynamicsStage(DynamicsObjective):
             path = run_root / "samples" / f"rollout-{step:07d}.mp4"
             try:
                 self.samples_video(path)
-            except (ImportError, OSError) as e:  # a missing ffmpeg must not stop a training run
+            except (ImportError, OSError) as e:  # a video that cannot be written must not stop a training run
                 warnings.warn(f"{path}: sample video not written ({e})", stacklevel=1)
 
 
