@@ -23,7 +23,8 @@ os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS or ''} {FAST_COMPILE}".strip()
 ROOT = Path(__file__).resolve().parent.parent
 
 from worldplay.data.record import record  # noqa: E402  (after XLA_FLAGS)
-from worldplay.data.sources import RandomPolicy, StickyPolicy, ToyGame  # noqa: E402
+from worldplay.data.sources import ToyGame  # noqa: E402
+from worldplay.policies import RandomPolicy, StickyPolicy  # noqa: E402
 
 
 def record_toy(out: Path, episodes: int = 6, steps: int = 120, seed: int = 0, policy=None) -> Path:

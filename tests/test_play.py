@@ -42,7 +42,7 @@ def test_human_policy_follows_posted_keys_and_stops_on_escape(tmp_path):
 
     from worldplay import open_dataset
     from worldplay.data.record import record
-    from worldplay.play import HumanPolicy
+    from worldplay.policies.human import HumanPolicy
 
     policy = HumanPolicy(ToyGame.ACTIONS, fps=1000)
     frame = ToyGame().reset(0)

@@ -16,15 +16,9 @@ import pytest
 from worldplay import open_dataset
 from worldplay.data.format import validate_dataset
 from worldplay.data.record import play_episode, record
-from worldplay.data.sources import (
-    FunctionPolicy,
-    RandomPolicy,
-    StickyPolicy,
-    ToyGame,
-    make_policy,
-    make_source,
-)
+from worldplay.data.sources import ToyGame, make_source
 from worldplay.errors import WorldplayError
+from worldplay.policies import FunctionPolicy, RandomPolicy, StickyPolicy, make_policy
 
 
 def test_toy_is_deterministic_and_action_dependent():

@@ -32,8 +32,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("load_world", "WorldModel", "WorldState", "WorldModelEnv", "WorldModelVectorEnv"):
+    if name in ("load_world", "WorldModel", "WorldState"):
         from worldplay import world
 
         return getattr(world, name)
+    if name in ("WorldModelEnv", "WorldModelVectorEnv"):
+        from worldplay import env
+
+        return getattr(env, name)
     raise AttributeError(f"module 'worldplay' has no attribute {name!r}")

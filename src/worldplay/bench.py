@@ -18,7 +18,8 @@ import numpy as np
 from worldplay.data.format import open_dataset
 from worldplay.data.loader import make_loader
 from worldplay.data.record import play_episode, record
-from worldplay.data.sources import StickyPolicy, make_source
+from worldplay.data.sources import make_source
+from worldplay.policies import StickyPolicy
 
 
 def machine() -> dict[str, Any]:

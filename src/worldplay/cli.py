@@ -46,7 +46,8 @@ def _positive(text: str) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from worldplay.data.record import record
-    from worldplay.data.sources import make_policy, make_source
+    from worldplay.data.sources import make_source
+    from worldplay.policies import make_policy
 
     source = make_source(args.source, size=args.size, frameskip=args.frameskip, max_steps=args.steps)
     try:
@@ -234,7 +235,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     world = _load_world(args)
     prompt = None
     if args.prompt:
-        from worldplay.play import prompt_from_image
+        from worldplay.video import prompt_from_image
 
         prompt = prompt_from_image(args.prompt, world.frame_shape)
     summary = record_rollouts(

@@ -343,7 +343,7 @@ def drift_evaluation(
     """Generate ``minutes`` of play per stream under a sticky-random policy; per minute, the Fréchet distance of
     the generated frames' autoencoder features to those of real frames, and the mean change between frames
     (a world that freezes shows it there; one that collapses shows it in both)."""
-    from worldplay.data.sources import StickyPolicy
+    from worldplay.policies import StickyPolicy
 
     per_minute = round(60 * world.fps)
     total = max(1, round(minutes * 60 * world.fps))
@@ -396,7 +396,8 @@ def live_comparison(
 ) -> dict[str, dict[str, Any]]:
     """The real game (``ale:<GameId>``) and the world, started from the same real frames, receive the same actions
     from ``policy`` (which sees the real game); scored per horizon like the paired evaluation, over streams."""
-    from worldplay.data.sources import make_policy, make_source
+    from worldplay.data.sources import make_source
+    from worldplay.policies import make_policy
 
     sources = [make_source(spec, size=world.frame_shape[:2]) for _ in range(streams)]
     try:
@@ -671,7 +672,7 @@ def record_rollouts(
     import time
 
     from worldplay.data.format import DatasetWriter, write_json_atomic
-    from worldplay.data.sources import make_policy
+    from worldplay.policies import make_policy
     from worldplay.video import write_video
 
     if episodes < 1 or steps < 1 or batch < 1:

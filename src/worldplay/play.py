@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from worldplay.data.sources import Source, StopRecording
+from worldplay.data.sources import Source
 from worldplay.errors import WorldplayError
 from worldplay.keymap import Keymap, parse_key_script
+from worldplay.video import prompt_from_image
 
 DEFAULT_WINDOW_PX = 512
 HEADLESS_HINT = "worldplay play --headless --keys 'RIGHT*20,UP*10,LEFT*20' --video play.mp4"
@@ -170,36 +171,6 @@ class Window:
 
     def close(self) -> None:
         self.pg.display.quit()
-
-
-class HumanPolicy:
-    """A person plays in a window with the arrow keys and space; Esc or closing the window stops."""
-
-    name = "human"
-
-    def __init__(self, action_names: Sequence[str], fps: float = 15.0):
-        self.keymap = Keymap(action_names)
-        self.action_names = tuple(action_names)
-        self.fps = fps
-        self._window: Window | None = None
-        self._frames = 0
-
-    def reset(self, seed: int) -> None:
-        self._frames = 0
-
-    def __call__(self, frame: np.ndarray) -> int:
-        if self._window is None:
-            self._window = Window("worldplay record: arrows + space, Esc to stop", frame.shape)
-        w = self._window
-        if w.poll():
-            w.close()
-            self._window = None
-            raise StopRecording
-        action = self.keymap.action(w.held_controls())
-        w.show(frame, [f"REC {self._frames:5d}  {self.action_names[action]}"])
-        w.tick(self.fps)
-        self._frames += 1
-        return action
 
 
 def _next_action(script: list[int] | None, t: int, keymap: Keymap, window: Window) -> int | None:
@@ -394,20 +365,6 @@ def help_lines(world) -> list[str]:
         "R: restart    P: save PNG    V: start/stop recording (MP4 + dataset episode)",
         "H: HUD    F1 or ?: this help    Esc: quit",
     ]
-
-
-def prompt_from_image(path: str | os.PathLike[str], frame_shape: Sequence[int]) -> np.ndarray:
-    """An image file as a one-frame prompt [1, H, W, 3] at the world's frame size."""
-    from worldplay.data.sources import resize_frame
-    from worldplay.video import read_image
-
-    try:
-        image = read_image(path)
-    except FileNotFoundError:
-        raise WorldplayError(f"{path}: no such prompt image") from None
-    except OSError as e:
-        raise WorldplayError(f"{path}: cannot read the prompt image ({e}); give a PNG or JPEG") from None
-    return resize_frame(image, (int(frame_shape[0]), int(frame_shape[1])))[None]
 
 
 def play_world(

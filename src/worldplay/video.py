@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageSequence
+
+from worldplay.errors import WorldplayError
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mkv", ".avi", ".mov")
 IMAGE_SUFFIXES = (".png",)
@@ -98,3 +100,16 @@ def _write_av(path: Path, frames: list[np.ndarray], fps: float) -> None:
                 f = np.pad(f, ((0, pad_h), (0, pad_w), (0, 0)))
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
         container.mux(stream.encode())
+
+
+def prompt_from_image(path: str | os.PathLike[str], frame_shape: Sequence[int]) -> np.ndarray:
+    """An image file as a one-frame prompt [1, H, W, 3] at the world's frame size."""
+    from worldplay.data.sources import resize_frame
+
+    try:
+        image = read_image(path)
+    except FileNotFoundError:
+        raise WorldplayError(f"{path}: no such prompt image") from None
+    except OSError as e:
+        raise WorldplayError(f"{path}: cannot read the prompt image ({e}); give a PNG or JPEG") from None
+    return resize_frame(image, (int(frame_shape[0]), int(frame_shape[1])))[None]

@@ -11,7 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from worldplay.data.format import DatasetWriter
-from worldplay.data.sources import Policy, Source, StopRecording
+from worldplay.data.sources import Source, StopRecording
+from worldplay.policies import Policy
 
 
 def play_episode(

@@ -1,0 +1,341 @@
+"""Gymnasium environments around a world: ``WorldModelEnv`` (one stream) and ``WorldModelVectorEnv`` (B streams,
+one batched world step), for agents that act inside a world.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from worldplay.errors import WorldplayError
+from worldplay.world import WorldModel, WorldState, load_world
+
+# -- ------------------------------------------------------------------------------------------
+# A world model predicts frames, not rewards or episode ends: the environments below give reward 0.0 and never
+# terminate; an episode ends only by truncation (``max_episode_steps``). Wrap them to add a task's reward.
+
+Prompt = np.ndarray | str | Path  # an image [H, W, 3] uint8, an image file, or prompt frames [P, H, W, 3] uint8
+
+
+def _prompt_frames(world: WorldModel, prompt: Prompt, what: str = "prompt") -> np.ndarray:
+    """A prompt in any accepted form -> uint8 frames [P, H, W, 3] at the world's frame size (arrays must have it)."""
+    shape = world.frame_shape
+    size = f"{shape[0]}x{shape[1]} RGB {list(shape)}"
+    if isinstance(prompt, str | Path):  # an image file is resized to the world's frames, as `play --prompt` does
+        from worldplay.video import prompt_from_image
+
+        return prompt_from_image(prompt, shape)
+    given = np.asarray(prompt)
+    frames = given[None] if given.ndim == 3 else given
+    if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[-3:] != shape or frames.shape[0] < 1:
+        raise WorldplayError(
+            f"{what}: expected a uint8 image {list(shape)} or frames [P, {', '.join(map(str, shape))}] "
+            f"(this world's frames are {size}), got {given.dtype} {list(given.shape)}"
+        )
+    return frames
+
+
+def _held_out(world: WorldModel, index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out prompt window(s) ``index`` (an int or [B] ints) -> (frames [.., P, H, W, 3], actions [.., P - 1])."""
+    if world.prompts is None:
+        raise WorldplayError(
+            "this world has no prompt frames (no prompts.npz in its folder); pass prompt= (an image file, "
+            "an image [H, W, 3] uint8 or frames [P, H, W, 3]) to the environment or options={'prompt': ...} to reset"
+        )
+    return world.held_out_prompt(index)
+
+
+def _choose_start(
+    world: WorldModel,
+    given: np.ndarray | None,
+    index: Any,
+    default: np.ndarray | None,
+    rng: np.random.Generator,
+    batch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Where an episode starts -> (prompt frames, the actions between them or None, info).
+
+    ``given`` (prompt frames passed to reset), else the held-out window(s) ``index``, else ``default`` (the
+    constructor's prompt), else held-out window(s) drawn with ``rng``: one (an int index) when ``batch`` is None,
+    else ``batch`` of them (an index per stream).
+    """
+    if given is not None:
+        return given, None, {"prompt": "given"}
+    if index is None and default is not None:
+        return default, None, {"prompt": "given"}
+    if index is None:
+        _held_out(world, 0)  # a clear error if the world has none
+        index = rng.integers(len(world.prompts[0]), size=batch)
+    index = int(index) if batch is None else np.broadcast_to(np.asarray(index), (batch,)).copy()
+    frames, actions = _held_out(world, index)
+    return frames, actions, {"prompt_index": index}
+
+
+def _as_world(world: WorldModel | str | Path) -> WorldModel:
+    return world if isinstance(world, WorldModel) else load_world(world)
+
+
+def _check_max_steps(max_episode_steps: int | None) -> int | None:
+    if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or int(max_episode_steps) < 1):
+        raise WorldplayError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
+    return None if max_episode_steps is None else int(max_episode_steps)
+
+
+def _check_render_mode(render_mode: str | None) -> str | None:
+    if render_mode is not None and render_mode != "rgb_array":
+        raise WorldplayError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
+    return render_mode
+
+
+class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
+    """A world as a Gymnasium environment: observations are the world's frames, actions its named actions.
+
+        env = WorldModelEnv("checkpoints/boxing", max_episode_steps=200)
+        obs, info = env.reset(seed=0)        # obs uint8 [H, W, 3]: the last prompt frame; info {"prompt_index": i}
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+
+    Observation space ``Box(0, 255, world.frame_shape, uint8)``; action space
+    ``Discrete(len(world.action_names))``, named by ``get_action_meanings()``.
+
+    A world model has no reward head and no notion of an episode's end: ``reward``
+    is always 0.0 and ``terminated`` always False (wrap the env to add a task's
+    reward); ``truncated`` is True once ``max_episode_steps`` steps were taken.
+
+    ``reset`` starts from ``options["prompt"]`` if given, else from the constructor's
+    ``prompt``, else from one of the world's held-out prompt windows (with the
+    actions recorded between its frames), chosen with ``self.np_random``; the
+    sampling noise is seeded from ``self.np_random`` too, so ``reset(seed=s)``
+    followed by the same actions gives the same frames. ``options["prompt_index"]``
+    picks a held-out window. A prompt is an image file, an image [H, W, 3] uint8 or
+    frames [P, H, W, 3] uint8 at the world's frame size (it is not resized).
+
+    ``guidance`` (classifier-free guidance scale of the action) may be changed
+    between steps; None uses the world's default.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 15.0}  # noqa: RUF012 (per instance)
+
+    def __init__(
+        self,
+        world: WorldModel | str | Path,
+        *,
+        prompt: Prompt | None = None,
+        guidance: float | None = None,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+    ):
+        self.world = _as_world(world)
+        self.action_names: tuple[str, ...] = self.world.action_names
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.world.fps, "action_names": self.action_names}
+        self.observation_space = gym.spaces.Box(0, 255, self.world.frame_shape, np.uint8)
+        self.action_space = gym.spaces.Discrete(len(self.action_names))
+        self.render_mode = _check_render_mode(render_mode)
+        self.prompt = None if prompt is None else _prompt_frames(self.world, prompt)  # [P, H, W, 3]
+        self.guidance = guidance
+        self.max_episode_steps = _check_max_steps(max_episode_steps)
+        self._state: WorldState | None = None
+        self._frame: np.ndarray | None = None  # [H, W, 3] uint8, the latest observation
+        self._t = 0
+
+    def get_action_meanings(self) -> list[str]:
+        """The name of each action, by index (as ALE environments have)."""
+        return list(self.action_names)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode -> (last prompt frame uint8 [H, W, 3], {"prompt_index": i} or {"prompt": "given"})."""
+        super().reset(seed=seed)
+        options = options or {}
+        world_seed = int(self.np_random.integers(2**31 - 1))  # drawn first, whatever the prompt
+        given = options.get("prompt")
+        frames, actions, info = _choose_start(
+            self.world, None if given is None else _prompt_frames(self.world, given, "options['prompt']"),
+            options.get("prompt_index"), self.prompt, self.np_random,
+        )  # fmt: skip
+        self._state = self.world.start(frames, actions, seed=world_seed)
+        self._frame = np.array(frames[-1])
+        self._t = 0
+        return self._frame.copy(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Take ``action`` (an int in the action space) -> (frame uint8 [H, W, 3], 0.0, False, truncated, info)."""
+        if self._state is None:
+            raise WorldplayError("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise WorldplayError(
+                f"action {action!r} is not in the action space {self.action_space}; this world's actions are "
+                + ", ".join(f"{i}={name}" for i, name in enumerate(self.action_names))
+            )
+        self._state, frame = self.world.step(self._state, int(action), self.guidance)
+        self._frame = np.array(frame)
+        self._t += 1
+        truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
+        return self._frame.copy(), 0.0, False, bool(truncated), {"frame_index": self._t}
+
+    def render(self) -> np.ndarray | None:
+        """The current frame uint8 [H, W, 3] (render_mode "rgb_array"); None without a render mode."""
+        if self.render_mode is None:
+            gym.logger.warn("render() without a render mode; create the env with render_mode='rgb_array'")
+            return None
+        if self._frame is None:
+            raise WorldplayError("call reset() before render()")
+        return self._frame.copy()
+
+    def close(self) -> None:
+        self._state = None
+
+
+class WorldModelVectorEnv(gym.vector.VectorEnv):
+    """B streams of a world stepped together: one batched ``world.step`` call per step for all B streams.
+
+        envs = WorldModelVectorEnv("checkpoints/boxing", 8, max_episode_steps=200)
+        obs, infos = envs.reset(seed=0)                      # obs uint8 [B, H, W, 3]
+        obs, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())  # actions [B]
+
+    Rewards are 0.0 and terminations False (a world model has no reward head, see
+    ``WorldModelEnv``); truncations are True after ``max_episode_steps`` steps.
+    Autoreset is ``AutoresetMode.NEXT_STEP``: the step after a truncation ignores the
+    actions and returns the new start frames, reward 0, not terminated or truncated.
+
+    The streams share one world state whose frame counter, cache slots and random
+    key are common to the batch (only the KV cache has a batch axis), so streams
+    cannot be restarted one at a time: every stream starts at the same time and,
+    as they share ``max_episode_steps`` and never terminate, every stream truncates
+    at the same step and all are restarted together. For the same reason the
+    sampling noise of the B streams is one draw from one key: stream b is not the
+    same random draw as a single ``WorldModelEnv`` reset with the same seed.
+
+    Starts are drawn as in ``WorldModelEnv``: ``options["prompt"]`` (one prompt for
+    every stream, or frames [B, P, H, W, 3]), else the constructor's ``prompt``, else
+    a held-out prompt window per stream chosen with ``self.np_random``;
+    ``options["prompt_index"]`` (an int or [B] ints) picks held-out windows.
+    """
+
+    metadata: dict[str, Any] = {  # noqa: RUF012 (replaced per instance)
+        "render_modes": ["rgb_array"],
+        "render_fps": 15.0,
+        "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        world: WorldModel | str | Path,
+        num_envs: int,
+        *,
+        prompt: Prompt | None = None,
+        guidance: float | None = None,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+    ):
+        from gymnasium.vector.utils import batch_space
+
+        if isinstance(num_envs, bool) or int(num_envs) < 1:
+            raise WorldplayError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.world = _as_world(world)
+        self.num_envs = int(num_envs)
+        self.action_names: tuple[str, ...] = self.world.action_names
+        self.metadata = {
+            "render_modes": ["rgb_array"],
+            "render_fps": self.world.fps,
+            "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP,
+            "action_names": self.action_names,
+        }
+        self.single_observation_space = gym.spaces.Box(0, 255, self.world.frame_shape, np.uint8)
+        self.single_action_space = gym.spaces.Discrete(len(self.action_names))
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.render_mode = _check_render_mode(render_mode)
+        self.prompt = None if prompt is None else self._prompt_batch(prompt, "prompt")  # [B, P, H, W, 3]
+        self.guidance = guidance
+        self.max_episode_steps = _check_max_steps(max_episode_steps)
+        self._state: WorldState | None = None
+        self._frames: np.ndarray | None = None  # [B, H, W, 3] uint8, the latest observations
+        self._t = 0
+        self._autoreset = False
+
+    def get_action_meanings(self) -> list[str]:
+        """The name of each action, by index (as ALE environments have)."""
+        return list(self.action_names)
+
+    def _prompt_batch(self, prompt: Prompt, what: str) -> np.ndarray:
+        """One prompt for every stream, or frames [B, P, H, W, 3] -> frames [B, P, H, W, 3]."""
+        arr = None if isinstance(prompt, str | Path) else np.asarray(prompt)
+        if arr is not None and arr.ndim == 5:
+            if arr.shape[0] != self.num_envs:
+                raise WorldplayError(f"{what}: {arr.shape[0]} prompts for {self.num_envs} streams")
+            return np.stack([_prompt_frames(self.world, p, what) for p in arr])
+        frames = _prompt_frames(self.world, prompt, what)
+        return np.repeat(frames[None], self.num_envs, axis=0)
+
+    def _start(self, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start every stream (see the class docstring) -> (start frames [B, H, W, 3], infos)."""
+        B = self.num_envs
+        world_seed = int(self.np_random.integers(2**31 - 1))
+        given = options.get("prompt")
+        frames, actions, infos = _choose_start(
+            self.world, None if given is None else self._prompt_batch(given, "options['prompt']"),
+            options.get("prompt_index"), self.prompt, self.np_random, batch=B,
+        )  # fmt: skip
+        self._state = self.world.start(frames, actions, seed=world_seed)
+        self._frames = np.array(frames[:, -1])
+        self._t = 0
+        self._autoreset = False
+        if isinstance(infos.get("prompt"), str):
+            infos["prompt"] = np.full(B, infos["prompt"], dtype=object)
+        infos = {**infos, **{f"_{k}": np.ones(B, np.bool_) for k in infos}}
+        return self._frames.copy(), infos
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start every stream -> (start frames uint8 [B, H, W, 3], infos with "prompt_index" [B] or "prompt")."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if mask is not None and not np.all(mask):
+            raise WorldplayError(
+                "reset_mask: the streams of a WorldModelVectorEnv share one world state and restart together; "
+                "reset all of them"
+            )
+        return self._start(options)
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Take actions [B] -> (frames uint8 [B, H, W, 3], rewards float [B], terminations bool [B],
+        truncations bool [B], infos {"frame_index": [B], ...}); after a truncation, restart instead."""
+        if self._state is None:
+            raise WorldplayError("call reset() before step()")
+        acts = np.asarray(actions)
+        if not (self.action_space.contains(acts) and np.issubdtype(acts.dtype, np.integer)):
+            raise WorldplayError(
+                f"actions {actions!r}: expected {self.num_envs} integers in 0..{len(self.action_names) - 1} "
+                f"(action space {self.action_space}); this world's actions are "
+                + ", ".join(f"{i}={name}" for i, name in enumerate(self.action_names))
+            )
+        B = self.num_envs
+        rewards, terminations = np.zeros(B, np.float64), np.zeros(B, np.bool_)
+        if self._autoreset:  # NEXT_STEP autoreset: every stream truncated on the last step
+            obs, infos = self._start({})
+            infos.update(frame_index=np.zeros(B, np.int64), _frame_index=np.ones(B, np.bool_))
+            return obs, rewards, terminations, np.zeros(B, np.bool_), infos
+        self._state, frames = self.world.step(self._state, acts.astype(np.int64), self.guidance)
+        self._frames = np.array(frames)
+        self._t += 1
+        truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
+        truncations = np.full(B, truncated, np.bool_)
+        self._autoreset = bool(truncated)
+        infos = {"frame_index": np.full(B, self._t, np.int64), "_frame_index": np.ones(B, np.bool_)}
+        return self._frames.copy(), rewards, terminations, truncations, infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """The current frame of each stream, uint8 [H, W, 3] each (render_mode "rgb_array")."""
+        if self.render_mode is None:
+            gym.logger.warn("render() without a render mode; create the env with render_mode='rgb_array'")
+            return None
+        if self._frames is None:
+            raise WorldplayError("call reset() before render()")
+        return tuple(np.array(f) for f in self._frames)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._state = None
