@@ -63,7 +63,12 @@ class StickyPolicy:
 
 
 class FunctionPolicy:
-    """A user's ``pkg.module:function``: called with the frame, returns an action index or name."""
+    """A user's ``pkg.module:function``: called with the frame, returns an action index or name.
+
+    The attribute may be a function, or a class whose instances are such callables (built with no
+    arguments, one per policy, so that state is not shared between streams); ``reset(seed)`` is called at
+    the start of every episode where it exists.
+    """
 
     def __init__(self, spec: str, action_names: Sequence[str]):
         self.name = spec
@@ -76,6 +81,11 @@ class FunctionPolicy:
         fn = getattr(module, attr, None)
         if not callable(fn):
             raise WorldplayError(f"--policy {spec}: module {module_name!r} has no callable {attr!r}")
+        if isinstance(fn, type):  # a class: each policy (each stream) gets its own instance, with its own state
+            try:
+                fn = fn()
+            except TypeError as e:
+                raise WorldplayError(f"--policy {spec}: a policy class must take no arguments ({e})") from None
         self._fn: Callable[[np.ndarray], Any] = fn
 
     def reset(self, seed: int) -> None:

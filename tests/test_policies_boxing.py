@@ -1,0 +1,65 @@
+"""The reference Boxing agents: they see the boxers, act with Boxing's action names, keep their own state per
+stream, and differ in skill in the real game."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worldplay.data.sources import make_source
+from worldplay.policies import make_policy
+from worldplay.policies.boxing import REFERENCE, boxers
+
+
+@pytest.fixture(scope="module")
+def game():
+    source = make_source("ale:Boxing", max_steps=10**9)
+    yield source
+    source.close()
+
+
+def _play(game, spec: str, steps: int = 300, seed: int = 0) -> tuple[float, list[int]]:
+    policy = make_policy(spec, game.action_names)
+    frame = game.reset(seed)
+    policy.reset(seed)
+    total, actions = 0.0, []
+    for _ in range(steps):
+        a = policy(frame)
+        actions.append(a)
+        frame, reward, terminated, _ = game.step(a)
+        total += reward
+        if terminated:
+            break
+    return total, actions
+
+
+def test_the_boxers_are_found_where_the_game_puts_them(game):
+    me, other = boxers(game.reset(0))
+    assert me is not None and other is not None
+    assert me[1] < other[1]  # the player (white) starts on the left, the opponent (black) on the right
+    assert boxers(np.zeros((64, 64, 3), np.uint8) + 120) == (None, None)
+
+
+@pytest.mark.parametrize("name", REFERENCE)
+def test_every_reference_agent_acts_with_the_games_actions(game, name):
+    _, actions = _play(game, f"worldplay.policies.boxing:{name}", steps=40)
+    assert all(0 <= a < len(game.action_names) for a in actions)
+
+
+def test_stateful_agents_get_one_instance_per_stream(game):
+    a = make_policy("worldplay.policies.boxing:sticky", game.action_names)
+    b = make_policy("worldplay.policies.boxing:sticky", game.action_names)
+    a.reset(1)
+    b.reset(2)
+    frame = game.reset(0)
+    first = [a(frame) for _ in range(30)]
+    b_actions = [b(frame) for _ in range(30)]
+    a.reset(1)
+    assert [a(frame) for _ in range(30)] == first  # b's calls did not disturb a: each has its own state
+    assert first != b_actions
+
+
+def test_skill_differs_in_the_real_game(game):
+    chase, _ = _play(game, "worldplay.policies.boxing:chase")
+    retreat, _ = _play(game, "worldplay.policies.boxing:retreat")
+    assert chase - retreat >= 5, (chase, retreat)  # the one who punches scores, the one who runs is hit
