@@ -55,3 +55,10 @@ def test_train_bench_projects_the_whole_schedule():
     expected = sum(s["steps"] * s["s_per_step"] for s in r["stages"].values())
     assert r["projected_s"] == pytest.approx(expected) and r["projected_s"] > 0
     assert "projected" in bench.format_train(r)
+
+
+def test_rollout_bench_reports_every_stream_count():
+    r = bench.bench_rollout("boxing", batches=(1, 2), frames=2)
+    assert [row["streams"] for row in r["batches"]] == [1, 2]
+    assert all(row["frames_per_s"] > 0 for row in r["batches"])
+    assert "2 streams" in bench.format_rollout(r)

@@ -294,6 +294,59 @@ def format_play(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def bench_rollout(
+    world_path: str | os.PathLike[str] | None = None,
+    *,
+    batches: Sequence[int] = (1, 8, 32),
+    frames: int = 60,
+    sampling_steps: int | None = None,
+    context_noise: float | None = None,
+) -> dict[str, Any]:
+    """Frames per second a world generates for B streams stepped together (``world.step`` on [B] actions, as
+    ``worldplay rollout`` and ``WorldModelVectorEnv`` do), for each B in ``batches``.
+
+    Each B starts from held-out prompts, takes 5 untimed steps (compiling), then ``frames`` timed steps with
+    uniformly random actions; frames/s counts every stream's frames. Policies are left out.
+    """
+    from worldplay.checkpoint import resolve_world
+    from worldplay.world import load_world
+
+    path = resolve_world(world_path)
+    world = load_world(path, sampling_steps=sampling_steps, context_noise=context_noise)
+    rng = np.random.default_rng(0)
+    n_act = len(world.action_names)
+    rows = []
+    for B in batches:
+        if world.prompts is None:
+            state = world.start(np.zeros((B, 4, *world.frame_shape), np.uint8))
+        else:
+            state = world.start(*world.held_out_prompt(np.arange(B) % len(world.prompts[0])))
+        for _ in range(5):
+            state, _ = world.step(state, rng.integers(n_act, size=B))
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            state, _ = world.step(state, rng.integers(n_act, size=B))
+        dt = time.perf_counter() - t0
+        rows.append({"streams": B, "frames_per_s": B * frames / dt, "ms_per_step": 1000 * dt / frames})
+    return {
+        "benchmark": "rollout",
+        **machine(),
+        "world": str(path),
+        "sampling_steps": world.config.sampling_steps,
+        "frames_per_stream": frames,
+        "batches": rows,
+    }
+
+
+def format_rollout(r: dict[str, Any]) -> str:
+    lines = [f"machine: {r['cpu']} ({r['cores']} cores), device {r['device']}; world {r['world']}"]
+    for row in r["batches"]:
+        lines.append(
+            f"  {row['streams']:>3} streams: {row['frames_per_s']:7.1f} frames/s ({row['ms_per_step']:.1f} ms a step)"
+        )
+    return "\n".join(lines)
+
+
 # Dense peak FLOP/s of accelerators, for model FLOPs utilisation (TF32 tensor cores for float32 matmuls).
 PEAK_FLOPS = {"H100": 494e12, "H200": 494e12, "A100": 156e12}
 

@@ -169,6 +169,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bench.format_train,
         ),
         "autoencoder": lambda: (bench.bench_autoencoder(args.config), bench.format_autoencoder),
+        "rollout": lambda: (
+            bench.bench_rollout(args.world, sampling_steps=args.sampling_steps, context_noise=args.context_noise),
+            bench.format_rollout,
+        ),
     }
     result, fmt = runs[args.what]()
     print(json.dumps(result, indent=2) if args.json else fmt(result))
@@ -337,8 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="measure speed on this machine")
-    b.add_argument("what", choices=["play", "train", "data", "autoencoder"])
-    b.add_argument("--world", default=None, help="play: a world folder or a shipped world's name (default: boxing)")
+    b.add_argument("what", choices=["play", "train", "data", "autoencoder", "rollout"])
+    b.add_argument(
+        "--world", default=None, help="play, rollout: a world folder or a shipped world's name (default: boxing)"
+    )
     b.add_argument(
         "--config",
         default=None,
