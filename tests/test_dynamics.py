@@ -102,7 +102,7 @@ def test_runs_past_the_window_without_recompiling():
         state, frame = world.step(state, k % 5, guidance=1.0 + 0.1 * k)  # guidance changes live too
         frames.append(frame)
     assert frame_fn._cache_size() == compiled == 1
-    assert int(state.frame_index) == 2 + 1 + 3 * dyn.config.window
+    assert int(state.frame_index[0]) == 2 + 1 + 3 * dyn.config.window
     assert np.stack(frames).shape == (12, 64, 64, 3) and np.stack(frames).dtype == np.uint8
     assert all(bool(jnp.isfinite(x).all()) for x in (state.cache_k, state.cache_v))
 

@@ -223,8 +223,8 @@ def test_vector_env_spaces_and_shapes(world):
     for bad in (np.array([0, 1, 5]), np.array([0, 1]), np.array([0.0, 1.0, 2.0])):
         with pytest.raises(WorldplayError, match=r"expected 3 integers in 0\.\.4"):
             envs.step(bad)
-    with pytest.raises(WorldplayError, match="restart together"):
-        envs.reset(options={"reset_mask": np.array([True, False, True])})
+    with pytest.raises(WorldplayError, match="reset_mask: expected 3 booleans"):
+        envs.reset(options={"reset_mask": np.array([1, 0, 1])})
 
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     obs, infos = envs.reset(options={"prompt": image})  # one prompt for every stream
@@ -279,3 +279,32 @@ def test_vector_env_autoresets_on_the_next_step(world):
     np.testing.assert_array_equal(infos["frame_index"], [1, 1, 1])
     assert not truncations.any()
     assert envs.step(acts)[3].all()
+
+
+def test_vector_env_restarts_one_stream_alone(world):
+    """A partial reset restarts the masked streams from their new prompts and leaves the others' past as it was;
+    their episodes then end at different steps and autoreset restarts only the ended ones."""
+    envs = WorldModelVectorEnv(world, 3, max_episode_steps=3)
+    envs.reset(seed=3, options={"prompt_index": [0, 1, 2]})
+    acts = np.array([1, 2, 3])
+    envs.step(acts)
+    before = envs._state
+    obs, infos = envs.reset(options={"reset_mask": np.array([False, True, False]), "prompt_index": [0, 2, 0]})
+    after = envs._state
+    np.testing.assert_array_equal(obs[1], world.prompts[0][2, -1])  # stream 1 starts over from prompt 2
+    np.testing.assert_array_equal(infos["_prompt_index"], [False, True, False])
+    for part in ("cache_k", "cache_v"):  # the other streams' cached past is untouched
+        np.testing.assert_array_equal(np.asarray(getattr(after, part))[:, [0, 2]],
+                                      np.asarray(getattr(before, part))[:, [0, 2]])  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(after.frame_index)[[0, 2]], np.asarray(before.frame_index)[[0, 2]])
+    assert int(after.frame_index[1]) == world.prompts[0].shape[1]  # stream 1 holds only its new prompt
+
+    frame_index = []
+    truncs = []
+    for _ in range(4):
+        obs, _, _, truncations, infos = envs.step(acts)
+        truncs.append(truncations.tolist())
+        frame_index.append(infos["frame_index"].tolist())
+    # streams 0 and 2 end at their 3rd step, stream 1 (restarted after one step) a step later
+    assert truncs == [[False, False, False], [True, False, True], [False, True, False], [False, False, False]]
+    assert frame_index == [[2, 1, 2], [3, 2, 3], [0, 3, 0], [1, 0, 1]]

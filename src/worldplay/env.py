@@ -199,13 +199,12 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     Autoreset is ``AutoresetMode.NEXT_STEP``: the step after a truncation ignores the
     actions and returns the new start frames, reward 0, not terminated or truncated.
 
-    The streams share one world state whose frame counter, cache slots and random
-    key are common to the batch (only the KV cache has a batch axis), so streams
-    cannot be restarted one at a time: every stream starts at the same time and,
-    as they share ``max_episode_steps`` and never terminate, every stream truncates
-    at the same step and all are restarted together. For the same reason the
-    sampling noise of the B streams is one draw from one key: stream b is not the
-    same random draw as a single ``WorldModelEnv`` reset with the same seed.
+    Each stream has its own episode: its own frame count, truncation and restart
+    (``reset(options={"reset_mask": mask})`` restarts the masked streams alone, and
+    autoreset restarts only the streams whose episode ended), so the autoreset loop
+    of RL libraries works. The streams share one random key: the sampling noise of
+    the B streams is one draw, and stream b is not the same random draw as a single
+    ``WorldModelEnv`` reset with the same seed.
 
     Starts are drawn as in ``WorldModelEnv``: ``options["prompt"]`` (one prompt for
     every stream, or frames [B, P, H, W, 3]), else the constructor's ``prompt``, else
@@ -252,8 +251,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.max_episode_steps = _check_max_steps(max_episode_steps)
         self._state: WorldState | None = None
         self._frames: np.ndarray | None = None  # [B, H, W, 3] uint8, the latest observations
-        self._t = 0
-        self._autoreset = False
+        self._t = np.zeros(self.num_envs, np.int64)  # steps of each stream's episode
+        self._autoreset = np.zeros(self.num_envs, np.bool_)  # streams that restart at the next step
 
     def get_action_meanings(self) -> list[str]:
         """The name of each action, by index (as ALE environments have)."""
@@ -269,41 +268,50 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         frames = _prompt_frames(self.world, prompt, what)
         return np.repeat(frames[None], self.num_envs, axis=0)
 
-    def _start(self, options: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start every stream (see the class docstring) -> (start frames [B, H, W, 3], infos)."""
+    def _start(self, options: dict[str, Any], mask: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start every stream, or those in ``mask`` (see the class docstring) -> (frames [B, H, W, 3], infos).
+
+        The infos' ``_key`` arrays say which streams each entry is about (the restarted ones)."""
         B = self.num_envs
-        world_seed = int(self.np_random.integers(2**31 - 1))
         given = options.get("prompt")
         frames, actions, infos = _choose_start(
             self.world, None if given is None else self._prompt_batch(given, "options['prompt']"),
             options.get("prompt_index"), self.prompt, self.np_random, batch=B,
         )  # fmt: skip
-        self._state = self.world.start(frames, actions, seed=world_seed)
-        self._frames = np.array(frames[:, -1])
-        self._t = 0
-        self._autoreset = False
+        if mask is None or self._state is None or mask.all():
+            mask = np.ones(B, np.bool_)
+            self._state = self.world.start(frames, actions, seed=int(self.np_random.integers(2**31 - 1)))
+            self._frames = np.array(frames[:, -1])
+        else:
+            self._state = self.world.restart(self._state, mask, frames, actions)
+            assert self._frames is not None
+            self._frames[mask] = frames[mask, -1]
+        self._t[mask] = 0
+        self._autoreset[mask] = False
         if isinstance(infos.get("prompt"), str):
             infos["prompt"] = np.full(B, infos["prompt"], dtype=object)
-        infos = {**infos, **{f"_{k}": np.ones(B, np.bool_) for k in infos}}
+        infos = {**infos, **{f"_{k}": mask.copy() for k in infos}}
         return self._frames.copy(), infos
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start every stream -> (start frames uint8 [B, H, W, 3], infos with "prompt_index" [B] or "prompt")."""
+        """Start every stream, or those of ``options["reset_mask"]`` (bool [B]) alone -> (frames uint8
+        [B, H, W, 3]: the start frames of the restarted streams, the latest frames of the others; infos with
+        "prompt_index" [B] or "prompt", and "_prompt_index" True for the restarted streams)."""
         super().reset(seed=seed)
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
-        if mask is not None and not np.all(mask):
-            raise WorldplayError(
-                "reset_mask: the streams of a WorldModelVectorEnv share one world state and restart together; "
-                "reset all of them"
-            )
-        return self._start(options)
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise WorldplayError(f"reset_mask: expected {self.num_envs} booleans, got {mask!r}")
+        return self._start(options, mask)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Take actions [B] -> (frames uint8 [B, H, W, 3], rewards float [B], terminations bool [B],
-        truncations bool [B], infos {"frame_index": [B], ...}); after a truncation, restart instead."""
+        truncations bool [B], infos {"frame_index": [B], ...}). A stream whose episode ended at the previous
+        step restarts instead (its action is ignored; its frame is the new start, reward 0, not ended)."""
         if self._state is None:
             raise WorldplayError("call reset() before step()")
         acts = np.asarray(actions)
@@ -314,18 +322,23 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 + ", ".join(f"{i}={name}" for i, name in enumerate(self.action_names))
             )
         B = self.num_envs
-        rewards, terminations = np.zeros(B, np.float64), np.zeros(B, np.bool_)
-        if self._autoreset:  # NEXT_STEP autoreset: every stream truncated on the last step
-            obs, infos = self._start({})
-            infos.update(frame_index=np.zeros(B, np.int64), _frame_index=np.ones(B, np.bool_))
-            return obs, rewards, terminations, np.zeros(B, np.bool_), infos
+        restart = self._autoreset.copy()
+        if restart.all():  # every stream restarts: no frame to generate
+            obs, infos = self._start({}, restart)
+            infos.update(frame_index=self._t.copy(), _frame_index=np.ones(B, np.bool_))
+            return obs, np.zeros(B, np.float64), np.zeros(B, np.bool_), np.zeros(B, np.bool_), infos
         self._state, frames = self.world.step(self._state, acts.astype(np.int64), self.guidance)
         self._frames = np.array(frames)
         self._t += 1
-        truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
-        truncations = np.full(B, truncated, np.bool_)
-        self._autoreset = bool(truncated)
-        infos = {"frame_index": np.full(B, self._t, np.int64), "_frame_index": np.ones(B, np.bool_)}
+        infos: dict[str, Any] = {}
+        if restart.any():  # NEXT_STEP autoreset of the streams that ended at the previous step
+            _, infos = self._start({}, restart)
+        rewards, terminations = np.zeros(B, np.float64), np.zeros(B, np.bool_)
+        truncations = np.zeros(B, np.bool_)
+        if self.max_episode_steps is not None:
+            truncations = (self._t >= self.max_episode_steps) & ~restart
+        self._autoreset = truncations | terminations
+        infos.update(frame_index=self._t.copy(), _frame_index=np.ones(B, np.bool_))
         return self._frames.copy(), rewards, terminations, truncations, infos
 
     def render(self) -> tuple[np.ndarray, ...] | None:

@@ -43,8 +43,8 @@ class WorldState:
 
     cache_k: jax.Array  # [L, B, S*N, H, K] keys of past frames (not rotated)
     cache_v: jax.Array  # [L, B, S*N, H, K]
-    slot_frame: jax.Array  # [S] int32: frame index held by each slot, -1 while empty
-    frame_index: jax.Array  # [] int32: index of the next frame
+    slot_frame: jax.Array  # [B, S] int32: frame index held by each slot of each stream, -1 while empty
+    frame_index: jax.Array  # [B] int32: index of each stream's next frame (streams restart on their own)
     key: jax.Array  # PRNG key
     batched: bool = struct.field(pytree_node=False, default=False)
 
@@ -56,35 +56,46 @@ class WorldState:
 def _past(dyn: Dynamics, state: WorldState, copies: int = 1) -> tuple[jax.Array, ...]:
     """Cached keys/values, their time positions relative to the next frame, and validity [B, S*N]."""
     N = dyn.tokens
-    B = state.cache_k.shape[1]
-    rel = (state.slot_frame - state.frame_index).astype(jnp.float32)  # [S], < 0
-    pos = jnp.broadcast_to(jnp.repeat(rel, N), (B * copies, rel.shape[0] * N))
-    valid = jnp.broadcast_to(jnp.repeat(state.slot_frame >= 0, N), pos.shape)
+    rel = (state.slot_frame - state.frame_index[:, None]).astype(jnp.float32)  # [B, S], < 0 where valid
+    pos = jnp.tile(jnp.repeat(rel, N, axis=1), (copies, 1))  # [B * copies, S*N]
+    valid = jnp.tile(jnp.repeat(state.slot_frame >= 0, N, axis=1), (copies, 1))
     k, v = state.cache_k, state.cache_v
     if copies > 1:
         k, v = jnp.concatenate([k] * copies, axis=1), jnp.concatenate([v] * copies, axis=1)
     return k, v, pos, valid
 
 
-def fill(dyn: Dynamics, state: WorldState, z_BhwC: jax.Array, actions_B: jax.Array) -> WorldState:
-    """Append a frame (clean normalised latents and the action that led to it) to the cache.
+def fill(
+    dyn: Dynamics, state: WorldState, z_BhwC: jax.Array, actions_B: jax.Array, mask_B: jax.Array | None = None
+) -> WorldState:
+    """Append a frame (clean normalised latents and the action that led to it) to the cache of each stream.
 
     The frame is first noised to the context level (``DynamicsConfig.context_noise_at_sampling``), against drift.
+    With ``mask_B``, only the streams where it is True take the frame; the others are left exactly as they were.
     """
     c = dyn.config.context_noise_at_sampling
     key, k_noise = jax.random.split(state.key)
     z_noisy = diffusion.add_noise(z_BhwC, jax.random.normal(k_noise, z_BhwC.shape), c)
     t = jnp.full(z_BhwC.shape[:1], c)
-    _, k_new, v_new = dyn.step(z_noisy, t, actions_B, *_past(dyn, state))
-    S = state.slot_frame.shape[0]
-    slot = state.frame_index % S
-    N = dyn.tokens
+    _, k_new, v_new = dyn.step(z_noisy, t, actions_B, *_past(dyn, state))  # [L, B, N, H, K]
+    B, S = state.slot_frame.shape
+    take = jnp.ones((B,), bool) if mask_B is None else mask_B
+    here = (jnp.arange(S)[None, :] == (state.frame_index % S)[:, None]) & take[:, None]  # [B, S]: the slot written
+    here_tokens = jnp.repeat(here, dyn.tokens, axis=1)[None, :, :, None, None]  # [1, B, S*N, 1, 1]
     return state.replace(
-        cache_k=jax.lax.dynamic_update_slice_in_dim(state.cache_k, k_new, slot * N, axis=2),
-        cache_v=jax.lax.dynamic_update_slice_in_dim(state.cache_v, v_new, slot * N, axis=2),
-        slot_frame=state.slot_frame.at[slot].set(state.frame_index),
-        frame_index=state.frame_index + 1,
+        cache_k=jnp.where(here_tokens, jnp.tile(k_new, (1, 1, S, 1, 1)), state.cache_k),
+        cache_v=jnp.where(here_tokens, jnp.tile(v_new, (1, 1, S, 1, 1)), state.cache_v),
+        slot_frame=jnp.where(here, state.frame_index[:, None], state.slot_frame),
+        frame_index=state.frame_index + take.astype(jnp.int32),
         key=key,
+    )
+
+
+def clear(state: WorldState, mask_B: jax.Array) -> WorldState:
+    """Forget the past of the streams where ``mask_B`` is True (their next frame is frame 0 again)."""
+    return state.replace(
+        slot_frame=jnp.where(mask_B[:, None], -1, state.slot_frame),
+        frame_index=jnp.where(mask_B, 0, state.frame_index),
     )
 
 
@@ -121,8 +132,8 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
     def decode(ae_p, stats, z):
         return nnx.merge(ae_def, ae_p).decode(z * stats[1] + stats[0])
 
-    def fill_fn(dyn_p, state, z, actions):
-        return fill(nnx.merge(dyn_def, dyn_p), state, z, actions)
+    def fill_fn(dyn_p, state, z, actions, mask):
+        return fill(nnx.merge(dyn_def, dyn_p), state, z, actions, mask)
 
     def advance(dyn_p, state, actions, guidance):
         """The next frame's latents and the state after it, without the decode."""
@@ -138,6 +149,7 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
         "encode": jax.jit(encode),
         "decode": jax.jit(decode),
         "fill": jax.jit(fill_fn),
+        "clear": jax.jit(clear),
         "advance": jax.jit(advance),
         "frame": jax.jit(frame),  # no donation: the caller's state stays valid, so forking is free
     }
@@ -215,8 +227,8 @@ class WorldModel:
         return WorldState(
             cache_k=jnp.zeros(shape, jnp.float32),
             cache_v=jnp.zeros(shape, jnp.float32),
-            slot_frame=jnp.full((S,), -1, jnp.int32),
-            frame_index=jnp.zeros((), jnp.int32),
+            slot_frame=jnp.full((batch, S), -1, jnp.int32),
+            frame_index=jnp.zeros((batch,), jnp.int32),
             key=jax.random.key(seed),
             batched=batched,
         )
@@ -257,13 +269,40 @@ class WorldModel:
 
         ``prompt_actions`` has at least P - 1 columns (any later ones are ignored).
         """
+        B = z_BPhwC.shape[0]
+        return self._fill_prompt(self.empty_state(B, seed, batched=batched), z_BPhwC, prompt_actions_BQ, None)
+
+    def _fill_prompt(
+        self, state: WorldState, z_BPhwC: jax.Array, prompt_actions_BQ: np.ndarray, mask_B: np.ndarray | None
+    ) -> WorldState:
         B, P = z_BPhwC.shape[:2]
-        state = self.empty_state(B, seed, batched=batched)
         prev = np.concatenate([np.full((B, 1), self._dyn.null_action), np.asarray(prompt_actions_BQ)[:, : P - 1]], 1)
         prev = prev.astype(np.int32)
+        mask = jnp.ones((B,), bool) if mask_B is None else jnp.asarray(mask_B, bool)
         for p in range(P):
-            state = self._fns["fill"](self._dyn_p, state, z_BPhwC[:, p], jnp.asarray(prev[:, p]))
+            state = self._fns["fill"](self._dyn_p, state, z_BPhwC[:, p], jnp.asarray(prev[:, p]), mask)
         return state
+
+    def restart(
+        self, state: WorldState, mask: Any, prompt_frames: np.ndarray, prompt_actions: Any = None
+    ) -> WorldState:
+        """Restart the streams where ``mask`` [B] is True from prompt frames [B, P, H, W, 3] (rows of the other
+        streams are ignored; give any frames there) and the actions between them [B, P - 1]; the other streams
+        go on exactly as they were. What a vector environment's autoreset needs."""
+        mask = np.asarray(mask, bool)
+        if mask.shape != (state.batch_size,):
+            raise WorldplayError(f"restart mask: expected shape [{state.batch_size}], got {list(mask.shape)}")
+        frames = self._check_frames(prompt_frames, "prompt frames")
+        if frames.ndim != 5 or frames.shape[0] != state.batch_size:
+            raise WorldplayError(f"prompt frames: expected [{state.batch_size}, P, H, W, 3], got {frames.shape}")
+        B, P = frames.shape[:2]
+        acts = np.full((B, max(P - 1, 0)), self._dyn.null_action) if prompt_actions is None else prompt_actions
+        acts = np.asarray(acts)
+        if acts.shape != (B, P - 1):
+            raise WorldplayError(f"prompt actions: expected shape [{B}, {P - 1}], got {list(acts.shape)}")
+        z = self.encode(frames.reshape(B * P, *self.frame_shape)).reshape(B, P, *self._dyn.latent_shape)
+        state = self._fns["clear"](state, jnp.asarray(mask))
+        return self._fill_prompt(state, z, acts, mask)
 
     def step(self, state: WorldState, action: Any, guidance: float | None = None) -> tuple[WorldState, np.ndarray]:
         """Take ``action`` (an int, or [B] ints) at the latest frame -> (next state, next frame uint8).
