@@ -46,7 +46,7 @@ def fresh_toy_dataset(tmp_path) -> Path:
 
 
 # The trained toy world: both stages on CPU with a fixed, small budget, shared by every test that needs a
-# world that has learned something (dynamics learning, play, evaluation). About eight minutes on 2 cores.
+# world that has learned something (dynamics learning, play, evaluation). About six and a half minutes on 2 cores.
 # It samples with one Euler step, as the shipped world does: cheaper to run and, at this budget, the keys
 # gain more at horizon 4 than with 4 steps (1.9 vs 1.5 dB, docs/evaluation.md).
 TOY_WORLD_SETS = [
@@ -55,8 +55,8 @@ TOY_WORLD_SETS = [
     "train_autoencoder.batch_size=16", "train_autoencoder.steps=600", "train_autoencoder.warmup=20",
     "train_autoencoder.lr=3e-3", "train_autoencoder.eval_every=600", "train_autoencoder.checkpoint_every=600",
     "train_autoencoder.eval_batches=2",
-    "train_dynamics.batch_size=16", "train_dynamics.steps=2000", "train_dynamics.warmup=20",
-    "train_dynamics.lr=3e-3", "train_dynamics.eval_every=2000", "train_dynamics.checkpoint_every=2000",
+    "train_dynamics.batch_size=16", "train_dynamics.steps=3000", "train_dynamics.warmup=20",
+    "train_dynamics.lr=3e-3", "train_dynamics.eval_every=3000", "train_dynamics.checkpoint_every=3000",
     "train_dynamics.eval_batches=2",
 ]  # fmt: skip
 

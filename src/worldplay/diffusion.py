@@ -48,7 +48,8 @@ def sample_levels(
     low = jax.random.uniform(k_low, shape, maxval=min(1.0, 2.0 * context_noise))
     # high levels, where the next frame must be predicted rather than cleaned up, and where the sampler
     # spends its first and decisive step (a one-step sampler: its only one), are drawn more often
-    anywhere = jax.random.uniform(k_any, shape) ** (1.0 / (power + 1.0))
+    u = jax.random.uniform(k_any, shape)
+    anywhere = jnp.sqrt(u) if power == 1.0 else u ** (1.0 / (power + 1.0))
     return jnp.where(jax.random.bernoulli(k_mix, clean_prob, shape), low, anywhere)
 
 

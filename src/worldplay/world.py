@@ -79,13 +79,21 @@ def fill(
     t = jnp.full(z_BhwC.shape[:1], c)
     _, k_new, v_new = dyn.step(z_noisy, t, actions_B, *_past(dyn, state))  # [L, B, N, H, K]
     B, S = state.slot_frame.shape
+    N = dyn.tokens
     take = jnp.ones((B,), bool) if mask_B is None else mask_B
-    here = (jnp.arange(S)[None, :] == (state.frame_index % S)[:, None]) & take[:, None]  # [B, S]: the slot written
-    here_tokens = jnp.repeat(here, dyn.tokens, axis=1)[None, :, :, None, None]  # [1, B, S*N, 1, 1]
+    slot = state.frame_index % S  # [B]: each stream writes its own next slot
+
+    def write(cache_BPHK, new_BNHK, s, keep):  # one stream of one layer: its slot, unless it is masked out
+        old = jax.lax.dynamic_slice_in_dim(cache_BPHK, s * N, N, axis=0)
+        return jax.lax.dynamic_update_slice_in_dim(cache_BPHK, jnp.where(keep, new_BNHK, old), s * N, axis=0)
+
+    write_all = jax.vmap(jax.vmap(write, in_axes=(0, 0, 0, 0)), in_axes=(0, 0, None, None))  # layers, streams
     return state.replace(
-        cache_k=jnp.where(here_tokens, jnp.tile(k_new, (1, 1, S, 1, 1)), state.cache_k),
-        cache_v=jnp.where(here_tokens, jnp.tile(v_new, (1, 1, S, 1, 1)), state.cache_v),
-        slot_frame=jnp.where(here, state.frame_index[:, None], state.slot_frame),
+        cache_k=write_all(state.cache_k, k_new, slot, take),
+        cache_v=write_all(state.cache_v, v_new, slot, take),
+        slot_frame=jnp.where(
+            (jnp.arange(S)[None, :] == slot[:, None]) & take[:, None], state.frame_index[:, None], state.slot_frame
+        ),
         frame_index=state.frame_index + take.astype(jnp.int32),
         key=key,
     )

@@ -141,8 +141,11 @@ class DynamicsObjective:
         prev = diffusion.previous_actions(batch["actions"], model.null_action)
         prev = diffusion.drop_actions(k_drop, prev, model.null_action, dc.null_action_prob)
         z_t = diffusion.add_noise(z, jax.random.normal(k_eps, z.shape), t[..., None, None, None])
-        sq = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=-1)  # [B, T, h, w]
-        err = jnp.mean(sq * diffusion.motion_weights(z, dc.motion_weight), axis=(2, 3))  # [B, T]
+        if dc.motion_weight:
+            sq = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=-1)  # [B, T, h, w]
+            err = jnp.mean(sq * diffusion.motion_weights(z, dc.motion_weight), axis=(2, 3))  # [B, T]
+        else:
+            err = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=(2, 3, 4))  # [B, T]
         high = t > 0.5
         return jnp.mean(err), {
             "mse_high_noise": jnp.sum(err * high) / jnp.maximum(high.sum(), 1),
