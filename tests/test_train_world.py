@@ -185,3 +185,30 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path, toy_datas
     assert p_one.keys() == p_two.keys() and len(p_one) >= 4
     for k in p_one:
         np.testing.assert_allclose(p_two[k], p_one[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_learning_curves_are_plotted_against_wall_clock_hours(tmp_path, capsys):
+    """The curves tool reads both stages' logs (lines without elapsed_s get it from their time) and puts the
+    dynamics evaluations after the autoencoder's hours."""
+    from worldplay.train.curves import main as curves_main
+    from worldplay.train.curves import read_log
+
+    runs = tmp_path / "runs"
+    ae_log = runs / "toy" / "autoencoder" / "logs" / "metrics.jsonl"
+    dyn_log = runs / "toy" / "dynamics" / "logs" / "metrics.jsonl"
+    for log in (ae_log, dyn_log):
+        log.parent.mkdir(parents=True)
+    ae_log.write_text("".join(json.dumps({"step": s, "time": 1000.0 + 1800 * s, "loss": 1.0}) + "\n" for s in (1, 2)))
+    scores = {"psnr_h1": 25.0, "delta_psnr_h4": 0.5, "psnr_h4": 22.0}
+    dyn_log.write_text(
+        "".join(json.dumps({"step": s, "time": 0.0, "elapsed_s": 900.0 * s, "eval": scores}) + "\n" for s in (1, 2))
+    )
+    evals, total = read_log(ae_log)
+    assert evals == [] and total == 1800.0
+    out = tmp_path / "curves.png"
+    sets = [f"train_autoencoder.runs_dir={runs}", f"train_dynamics.runs_dir={runs}"]
+    assert curves_main(["--config", str(ROOT / "configs" / "toy.toml"), *(a for s in sets for a in ("--set", s)),
+                        "--out", str(out)]) == 0  # fmt: skip
+    assert out.stat().st_size > 1000
+    table = capsys.readouterr().out
+    assert "| 1 | 0.75 | 25.00 |" in table and "| 2 | 1.00 | 25.00 |" in table  # (1800 + 900 s) / 3600 h
