@@ -213,7 +213,7 @@ def resolve_world(world: str | os.PathLike[str] | None) -> Path:
     if world is None:
         return default_world()
     path = Path(world)
-    if (path / "world.json").is_file() or path.exists() or os.sep in str(world) or "/" in str(world):
+    if path.exists() or os.sep in str(world) or "/" in str(world):
         return path
     if str(world) in shipped_worlds():
         return default_world(str(world))

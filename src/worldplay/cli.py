@@ -132,9 +132,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)  # refused here, before anything compiles
     from worldplay.output import check_writable
+    from worldplay.train.loop import stage_train_config
+    from worldplay.train.world import STAGES
 
-    for section in ("train_autoencoder", "train_dynamics"):
-        check_writable(getattr(cfg, section).runs_dir, f"the training run ({section}.runs_dir)", folder=True)
+    for stage in STAGES:
+        runs = stage_train_config(cfg, stage).runs_dir
+        check_writable(runs, f"the training run (train_{stage}.runs_dir)", folder=True)
     initialize(args.coordinator, args.num_processes, args.process_id)
     if args.stage == "world":
         from worldplay.train.world import train_world

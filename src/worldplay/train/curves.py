@@ -41,26 +41,13 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], float]:
 def reference_scores(world_path: str, cfg: Config) -> dict[str, float]:
     """A world's cheap rollout scores on the held-out windows the dynamics stage of ``cfg`` evaluates."""
     from worldplay.checkpoint import resolve_world
-    from worldplay.data.loader import make_loader
-    from worldplay.train.dynamics import EVAL_HORIZONS, EVAL_STREAMS, PROMPT_FRAMES, rollout_metrics
+    from worldplay.train.dynamics import EVAL_STREAMS, eval_window, rollout_metrics
+    from worldplay.train.loop import held_out_batches
     from worldplay.world import load_world
 
     world = load_world(resolve_world(world_path))
-    tc = cfg.train_dynamics
-    held = iter(
-        make_loader(
-            cfg.data.dataset,
-            window=max(cfg.dynamics.window, PROMPT_FRAMES + max(EVAL_HORIZONS)),
-            batch_size=tc.batch_size,
-            split="heldout",
-            holdout=cfg.data.holdout,
-            seed=cfg.data.seed,
-            shard_index=0,
-            shard_count=1,
-            num_threads=0,
-        )
-    )
-    batches = [next(held) for _ in range(tc.eval_batches)]  # the windows the stage evaluates, as frames
+    # the windows the stage evaluates, read as frames (the stage reads its own autoencoder's latents)
+    batches = held_out_batches(cfg, "dynamics", eval_window(cfg), dataset=cfg.data.dataset)
     frames = np.concatenate([b["frames"] for b in batches])[:EVAL_STREAMS]
     actions = np.concatenate([b["actions"] for b in batches])[:EVAL_STREAMS]
     n, T = frames.shape[:2]

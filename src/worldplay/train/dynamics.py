@@ -141,11 +141,12 @@ class DynamicsObjective:
         prev = diffusion.previous_actions(batch["actions"], model.null_action)
         prev = diffusion.drop_actions(k_drop, prev, model.null_action, dc.null_action_prob)
         z_t = diffusion.add_noise(z, jax.random.normal(k_eps, z.shape), t[..., None, None, None])
+        sq_err = (model(z_t, t, prev) - z) ** 2  # [B, T, h, w, C]
         if dc.motion_weight:
-            sq = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=-1)  # [B, T, h, w]
-            err = jnp.mean(sq * diffusion.motion_weights(z, dc.motion_weight), axis=(2, 3))  # [B, T]
-        else:
-            err = jnp.mean((model(z_t, t, prev) - z) ** 2, axis=(2, 3, 4))  # [B, T]
+            weights = diffusion.motion_weights(z, dc.motion_weight)  # [B, T, h, w]
+            err = jnp.mean(jnp.mean(sq_err, axis=-1) * weights, axis=(2, 3))  # [B, T]
+        else:  # the unweighted mean, computed as before weights existed
+            err = jnp.mean(sq_err, axis=(2, 3, 4))
         high = t > 0.5
         return jnp.mean(err), {
             "mse_high_noise": jnp.sum(err * high) / jnp.maximum(high.sum(), 1),
@@ -274,6 +275,12 @@ def rollout_metrics(
     return scores, real, fake
 
 
+def eval_window(cfg: Config) -> int:
+    """Frames in a held-out window of the in-training evaluation: the training window, or a prompt and the
+    longest horizon."""
+    return max(cfg.dynamics.window, PROMPT_FRAMES + max(EVAL_HORIZONS))
+
+
 def _first(batch: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
     """The first ``frames`` frames of every window of a batch."""
     return {k: v[:, :frames] for k, v in batch.items()}
@@ -318,9 +325,8 @@ def train_dynamics(cfg: Config, *, progress: bool = True, later_s: float | None 
     cache = root / f"latents-{ds.fingerprint()}-ae{ae_meta['step']}.npy"
     latents = encode_dataset(ae, stats, ds, cache, progress=progress)
     _, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
-    eval_window = max(cfg.dynamics.window, PROMPT_FRAMES + max(EVAL_HORIZONS))
     train_iter, eval_batches = loaders(
-        cfg, "dynamics", cfg.dynamics.window, eval_window=eval_window, dataset=ds, latents=latents
+        cfg, "dynamics", cfg.dynamics.window, eval_window=eval_window(cfg), dataset=ds, latents=latents
     )
     stage = DynamicsStage(cfg, ae, ae_meta, ds, held_out_prompts(ds, held, seed=cfg.data.seed))
     result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)

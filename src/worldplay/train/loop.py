@@ -151,29 +151,41 @@ def loaders(
     from worldplay.data.loader import make_loader
 
     tc = stage_train_config(cfg, stage_name)
-    common = dict(holdout=cfg.data.holdout, seed=cfg.data.seed, **loader_kw)
     train_iter = iter(
         make_loader(
             split="train",
             window=window,
             batch_size=tc.batch_size // jax.process_count(),
+            holdout=cfg.data.holdout,
+            seed=cfg.data.seed,
             num_threads=cfg.data.num_threads,
-            **common,
+            **loader_kw,
         )
     )
+    eval_batches = held_out_batches(cfg, stage_name, eval_window or window, **loader_kw)
+    return train_iter, lambda: eval_batches
+
+
+def held_out_batches(cfg: Config, stage_name: str, window: int, **loader_kw: Any) -> list[Batch]:
+    """The fixed held-out batches a stage evaluates on: ``eval_batches`` batches of the whole batch size,
+    the same on every process."""
+    from worldplay.data.loader import make_loader
+
+    tc = stage_train_config(cfg, stage_name)
     held = iter(
         make_loader(
             split="heldout",
-            window=eval_window or window,
+            window=window,
             batch_size=tc.batch_size,
+            holdout=cfg.data.holdout,
+            seed=cfg.data.seed,
             num_threads=0,
             shard_index=0,
             shard_count=1,
-            **common,
+            **loader_kw,
         )
     )
-    eval_batches = [next(held) for _ in range(tc.eval_batches)]
-    return train_iter, lambda: eval_batches
+    return [next(held) for _ in range(tc.eval_batches)]
 
 
 def run_dir(cfg: Config, stage_name: str) -> Path:
