@@ -48,9 +48,10 @@ def test_train_bench_projects_the_whole_schedule():
     """``projected_s``: every stage of the config, its steps times its measured seconds per step."""
     tiny = ["autoencoder.channels=[8, 8, 8]", "autoencoder.blocks=0", "dynamics.width=32", "dynamics.depth=1",
             "train_autoencoder.batch_size=4", "train_autoencoder.steps=400", "train_dynamics.batch_size=2",
-            "train_dynamics.steps=700"]  # fmt: skip
+            "train_dynamics.steps=700", "train_reward.batch_size=4", "train_reward.steps=300"]  # fmt: skip
     r = bench.bench_train("configs/toy.toml", steps=1, overrides=tiny)
-    assert set(r["stages"]) == {"autoencoder", "dynamics"}
+    assert set(r["stages"]) == {"autoencoder", "dynamics", "reward"}
+    assert r["stages"]["reward"]["steps"] == 300
     assert r["stages"]["autoencoder"]["steps"] == 400 and r["stages"]["dynamics"]["steps"] == 700
     expected = sum(s["steps"] * s["s_per_step"] for s in r["stages"].values())
     assert r["projected_s"] == pytest.approx(expected) and r["projected_s"] > 0

@@ -15,7 +15,7 @@ from worldplay.config import AutoencoderConfig, DynamicsConfig
 from worldplay.errors import WorldplayError
 from worldplay.models.autoencoder import Autoencoder
 from worldplay.models.dynamics import Dynamics
-from worldplay.world import WorldModel, _compiled, _past, fill, generate
+from worldplay.world import WorldModel, _past, fill, generate
 
 LATENT = (8, 8, 4)
 
@@ -94,7 +94,7 @@ def test_runs_past_the_window_without_recompiling():
     world = _world(dyn)
     prompt = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     state = world.start(prompt, [1])
-    frame_fn = _compiled(world._ae_def, world._dyn_def)["frame"]
+    frame_fn = world._fns["frame"]
     state, _ = world.step(state, 0)
     compiled = frame_fn._cache_size()
     frames = []

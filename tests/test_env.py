@@ -6,14 +6,13 @@ import copy
 import warnings
 
 import gymnasium as gym
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 from gymnasium.utils.env_checker import check_env
 from PIL import Image
 
+from conftest import random_weights as _random_weights
 from worldplay import WorldModelEnv, WorldModelVectorEnv
 from worldplay.checkpoint import save_world
 from worldplay.config import AutoencoderConfig, DynamicsConfig, config_to_dict
@@ -24,22 +23,6 @@ from worldplay.models.dynamics import Dynamics
 from worldplay.world import WorldModel, load_world
 
 PROMPTS = 3  # held-out prompt windows shipped with the test world, 4 frames each
-
-
-def _random_weights(make, seed: int) -> nnx.Module:
-    """A module with random weights, built from its shapes alone (no eager init: seconds faster on CPU).
-
-    Random rather than trained or zero-initialised weights, so frames depend on the actions and the noise.
-    """
-    graphdef, params, rest = nnx.split(nnx.eval_shape(make), nnx.Param, ...)
-    rng = np.random.default_rng(seed)
-
-    def init(s: jax.ShapeDtypeStruct) -> jax.Array:
-        if len(s.shape) == 1:  # biases and norm scales
-            return jnp.asarray(1.0 + 0.1 * rng.standard_normal(s.shape), s.dtype)
-        return jnp.asarray(rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1])), s.dtype)
-
-    return nnx.merge(graphdef, jax.tree.map(init, params), rest)
 
 
 @pytest.fixture(scope="module")
@@ -237,13 +220,13 @@ def test_vector_env_spaces_and_shapes(world):
 def test_vector_env_steps_all_streams_in_one_world_call(world, monkeypatch):
     envs = WorldModelVectorEnv(world, 3)
     calls = []
-    step = world.step
+    step = world.step_with_reward
 
     def counted(state, action, guidance=None):
         calls.append(np.asarray(action).shape)
         return step(state, action, guidance)
 
-    monkeypatch.setattr(world, "step", counted)
+    monkeypatch.setattr(world, "step_with_reward", counted)
     envs.reset(seed=0)
     for t in range(4):
         envs.step(np.array([t % 5, 1, 2]))

@@ -148,6 +148,7 @@ def test_recording_killed_mid_episode_keeps_earlier_episodes(tmp_path):
         ds, problems = validate_dataset(out)
         assert problems == [], f"attempt {attempt}: {problems}"
         assert ds is not None and len(ds) >= seen + 2
-        assert all(n == steps for n in ds.episode_lengths)
+        # complete: the requested frames, or fewer where the game ended (a toy game ends after 8 touches)
+        assert all(n == steps or ds[i].terminals[-1] for i, n in enumerate(ds.episode_lengths))
         seen = len(ds)
     assert os.path.exists(out / "dataset.json")

@@ -33,7 +33,7 @@ STAGE_SETS = ["batch_size=4", "steps=12", "warmup=0", "log_every=4", "eval_every
 
 def _sets(dataset: Path, runs: Path) -> list[str]:
     sets = [f"data.dataset={dataset}", *TINY]
-    for section in ("train_autoencoder", "train_dynamics"):
+    for section in ("train_autoencoder", "train_dynamics", "train_reward"):
         sets += [f"{section}.runs_dir={runs}", *(f"{section}.{s}" for s in STAGE_SETS)]
     return sets
 
@@ -66,7 +66,7 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("== stage 2/2: dynamics"):
+            if line.startswith("== stage 2/3: dynamics"):
                 proc.send_signal(signal.SIGKILL)  # the autoencoder is done; the dynamics stage has not stepped
                 break
     finally:
@@ -74,9 +74,10 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
         proc.wait()
     first = "".join(lines)
     assert proc.returncode == -signal.SIGKILL, first
-    # the projection is printed before the first step: both stages timed, 12 steps each left
-    assert first.index("projected") < first.index("== stage 1/2: autoencoder"), first
-    assert "autoencoder       12 of 12 steps x" in first and "dynamics          12 of 12 steps x" in first, first
+    # the projection is printed before the first step: every stage timed, 12 steps each left
+    assert first.index("projected") < first.index("== stage 1/3: autoencoder"), first
+    for stage in ("autoencoder ", "dynamics    ", "reward      "):
+        assert f"{stage}      12 of 12 steps x" in first, first
     ae_ckpts = runs / "toy" / "autoencoder" / "checkpoints"
     assert (ae_ckpts / "12").is_dir()
     dyn_ckpts = runs / "toy" / "dynamics" / "checkpoints"
@@ -87,12 +88,13 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     assert done.returncode == 0, out
     assert "autoencoder  done (12 steps)" in out, out  # nothing left to project for the finished stage
     assert f"resuming {runs / 'toy' / 'autoencoder'} from step 12" in out, out
-    assert "resuming" not in out.split("== stage 2/2: dynamics")[1], out  # the dynamics stage starts afresh
+    assert "resuming" not in out.split("== stage 2/3: dynamics")[1], out  # the dynamics stage starts afresh
     result = json.loads(done.stdout[done.stdout.index("{") :])
-    assert result["autoencoder"]["step"] == 12 and result["dynamics"]["step"] == 12
+    assert result["autoencoder"]["step"] == 12 and result["dynamics"]["step"] == 12 == result["reward"]["step"]
     world = Path(result["world"])
     meta = json.loads((world / "world.json").read_text())
     assert meta["steps"] == {"autoencoder": 12, "dynamics": 12}
+    assert meta["reward"]["step"] == 12 and "reward_f1" in meta["reward"]["eval"]  # the last stage joined the world
     # the cheap held-out evaluation, logged against steps and wall-clock seconds
     evals = [r for r in map(json.loads, (runs / "toy" / "dynamics" / "logs" / "metrics.jsonl").open()) if "eval" in r]
     assert [r["step"] for r in evals] == [6, 12]
@@ -104,7 +106,7 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
 def test_projection_is_steps_left_times_measured_seconds_per_step(tmp_path, toy_dataset):
     cfg = load_config(ROOT / "configs" / "toy.toml", _sets(toy_dataset, tmp_path / "runs"))
     plan = project_schedule(cfg)
-    assert set(plan["stages"]) == {"autoencoder", "dynamics"}
+    assert set(plan["stages"]) == {"autoencoder", "dynamics", "reward"}
     for stage in plan["stages"].values():
         assert stage["steps_left"] == 12 and stage["s_per_step"] > 0 and stage["timed_steps"] >= 4
         assert stage["projected_s"] == pytest.approx(12 * stage["s_per_step"])

@@ -210,7 +210,7 @@ def bench_play(
     """
     from worldplay.checkpoint import resolve_world
     from worldplay.play import _pygame
-    from worldplay.world import _compiled, load_world
+    from worldplay.world import load_world
 
     pygame = _pygame()  # surfaces only: no window, no display needed
 
@@ -224,10 +224,10 @@ def bench_play(
     n_act = len(world.action_names)
     g = world.config.guidance
 
-    fns = _compiled(world._ae_def, world._dyn_def)
+    fns = world._fns
     model_fn = fns["advance"]  # the frame function without the decode
     acts = jnp.zeros((1,), jnp.int32)
-    flops = _flops(fns["frame"], world._ae_p, world._dyn_p, world._stats, state, acts, jnp.float32(g))
+    flops = _flops(fns["frame"], world._ae_p, world._dyn_p, world._rew, world._stats, state, acts, jnp.float32(g))
 
     size = (world.frame_shape[1] * scale, world.frame_shape[0] * scale)
     screen = pygame.Surface(size)

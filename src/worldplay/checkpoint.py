@@ -125,8 +125,15 @@ def save_world(
     dynamics: nnx.Module,
     prompt_frames: np.ndarray,
     prompt_actions: np.ndarray,
+    *,
+    carry: tuple[str, ...] = ("reward",),
 ) -> Path:
-    """Write a world folder atomically (replacing an older one at ``path``)."""
+    """Write a world folder atomically (replacing an older one at ``path``).
+
+    The optional parts named in ``carry`` (e.g. the reward model) of the world being replaced are kept
+    when they were made for the same autoencoder (same latent statistics), so retraining the dynamics
+    does not drop them.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -134,17 +141,92 @@ def save_world(
         save_params(autoencoder, tmp / "autoencoder")
         save_params(dynamics, tmp / "dynamics")
         np.savez(tmp / "prompts.npz", frames=np.asarray(prompt_frames, np.uint8), actions=np.asarray(prompt_actions))
-        files = file_manifest(tmp)
-        (tmp / "world.json").write_text(
-            json.dumps({"format": WORLD_FORMAT, "version": WORLD_VERSION, **meta, "files": files}, indent=2)
+        meta = {**_carried_parts(target, tmp, carry, autoencoder_identity(meta)), **meta}
+        _write_world_json(tmp, meta)
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_world_json(root: Path, meta: dict[str, Any]) -> None:
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version", "files")}
+    files = file_manifest(root)
+    (root / "world.json").write_text(
+        json.dumps({"format": WORLD_FORMAT, "version": WORLD_VERSION, **meta, "files": files}, indent=2)
+    )
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished folder ``tmp`` to ``target``, replacing what was there in one rename."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def autoencoder_identity(meta: dict[str, Any]) -> str:
+    """A short name of a world's autoencoder, from its latent statistics (they differ between any two trainings)."""
+    stats = [[float(np.float32(x)) for x in meta[k]] for k in ("latent_mean", "latent_std")]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:12]
+
+
+def _carried_parts(old_world: Path, new_root: Path, names: tuple[str, ...], ae_id: str) -> dict[str, Any]:
+    """Copy the parts ``names`` of ``old_world`` made for autoencoder ``ae_id`` into ``new_root``; their metadata."""
+    if not (old_world / "world.json").is_file():
+        return {}
+    try:
+        old = json.loads((old_world / "world.json").read_text())
+    except ValueError:
+        return {}
+    out = {}
+    for name in names:
+        part = old.get(name)
+        if isinstance(part, dict) and part.get("autoencoder", {}).get("id") == ae_id and (old_world / name).is_dir():
+            shutil.copytree(old_world / name, new_root / name)
+            out[name] = part
+    return out
+
+
+def save_part(path: str | os.PathLike[str], kind: str, module: nnx.Module, meta: dict[str, Any]) -> Path:
+    """Write one model of a world on its own, atomically: ``params/`` and ``part.json`` (kind and metadata)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        save_params(module, tmp / "params")
+        (tmp / "part.json").write_text(json.dumps({"format": "worldplay-part", "kind": kind, **meta}, indent=2))
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def attach_part(world: str | os.PathLike[str], name: str, module: nnx.Module, meta: dict[str, Any]) -> Path:
+    """Add (or replace) the optional part ``name`` (e.g. ``"reward"``) of a world folder, atomically: the world
+    is copied, the part written into the copy with its metadata under ``name`` in world.json, and the copy
+    renamed into place. The part must have been made for this world's autoencoder (``meta["autoencoder"]["id"]``)."""
+    target = Path(world)
+    world_meta = read_world_meta(target)
+    ae_id = autoencoder_identity(world_meta)
+    if meta.get("autoencoder", {}).get("id") != ae_id:
+        raise CheckpointError(
+            f"{target}: this {name} model was trained on the latents of another autoencoder "
+            f"({meta.get('autoencoder', {}).get('id')}, the world's is {ae_id}); train it for this world: "
+            f"worldplay train {name} --config C --world {target}"
         )
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        shutil.rmtree(tmp)
+        shutil.copytree(target, tmp, ignore=shutil.ignore_patterns(name))
+        save_params(module, tmp / name)
+        _write_world_json(tmp, {**world_meta, name: meta})
+        _replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

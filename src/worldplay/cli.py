@@ -147,6 +147,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from worldplay.train.autoencoder import train_autoencoder
 
         result = train_autoencoder(cfg, progress=not args.quiet)
+    elif args.stage == "reward":
+        from worldplay.checkpoint import resolve_world
+        from worldplay.train.reward import train_reward
+
+        world = None if args.world is None else resolve_world(args.world)
+        result = train_reward(cfg, world=world, progress=not args.quiet)
     else:
         from worldplay.train.dynamics import train_dynamics
 
@@ -258,6 +264,21 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_agents(args: argparse.Namespace) -> int:
+    from worldplay.agents import evaluate_agents, markdown
+
+    world = _load_world(args)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    result = evaluate_agents(
+        world, policies, env=args.env, starts=args.starts, steps=args.steps, batch=args.batch, seed=args.seed,
+        guidance=args.guidance, out=args.out, progress=not args.quiet,
+    )  # fmt: skip
+    print(markdown(result))
+    plot = ", returns.png" if args.env else ""
+    print(f"wrote {args.out}/metrics.json, metrics.md{plot}", file=sys.stderr)
+    return 0
+
+
 def cmd_play(args: argparse.Namespace) -> int:
     if args.game is not None:
         from worldplay.data.sources import make_source
@@ -331,13 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a world (every stage) or one stage; resumes from the latest checkpoint")
     t.add_argument(
-        "stage", choices=["world", "autoencoder", "dynamics"],
-        help="world: every stage in order, each resuming; or one stage (autoencoder first, then dynamics)",
+        "stage", choices=["world", "autoencoder", "dynamics", "reward"],
+        help="world: every stage in order, each resuming; or one stage (autoencoder, then dynamics and reward)",
     )  # fmt: skip
     t.add_argument("--config", required=True, help="TOML config, e.g. configs/toy.toml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--no-projection", action="store_true", help="world: skip the timed warm-up and projection")
+    t.add_argument(
+        "--world", default=None,
+        help="reward: add the reward model to this world (folder or shipped name), trained on its autoencoder's "
+        "latents, instead of the run's own world",
+    )  # fmt: skip
     t.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="multi-process: process 0's address")
     t.add_argument("--num-processes", type=_positive, default=None, help="multi-process: processes in the run")
     t.add_argument("--process-id", type=int, default=None, help="multi-process: this process's index, from 0")
@@ -403,6 +429,25 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--quiet", action="store_true", help="no progress bar")
     ro.set_defaults(func=cmd_rollout)
 
+    ea = sub.add_parser(
+        "eval-agents", help="score and rank policies inside a world, and against the real game with --env"
+    )
+    ea.add_argument("checkpoint", help="a world folder or a shipped world's name (boxing)")
+    ea.add_argument(
+        "--policies", required=True,
+        help="comma-separated: random, sticky or pkg.module:function, e.g. worldplay.policies.boxing:chase",
+    )  # fmt: skip
+    ea.add_argument("--env", default=None, help="the real game to compare with, e.g. ale:Boxing (default: world only)")
+    ea.add_argument("--starts", type=_positive, default=16, help="start states per policy (16)")
+    ea.add_argument("--steps", type=_positive, default=300, help="frames per episode (300: 20 s at 15 fps)")
+    ea.add_argument("--batch", type=_positive, default=16, help="world streams stepped at once (16)")
+    ea.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's own)")
+    _add_sampler_args(ea)
+    ea.add_argument("--seed", type=int, default=0)
+    ea.add_argument("--out", required=True, help="folder for metrics.json, metrics.md and returns.png")
+    ea.add_argument("--quiet", action="store_true", help="no progress bars")
+    ea.set_defaults(func=cmd_eval_agents)
+
     pl = sub.add_parser("play", help="play a world with the arrow keys")
     pl.add_argument(
         "checkpoint", nargs="?", default=None, help="a world folder or a shipped world's name (default: boxing)"
@@ -429,6 +474,7 @@ OUTPUTS = {
     "import": [("out", "the dataset", True)],
     "eval": [("out", "the evaluation", True)],
     "rollout": [("out", "the rollouts", True)],
+    "eval-agents": [("out", "the agent evaluation", True)],
     "play": [("video", "the video", False)],
 }
 

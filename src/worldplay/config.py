@@ -118,6 +118,22 @@ class DynamicsConfig:
         return self.context_noise if self.sampling_context_noise is None else self.sampling_context_noise
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RewardConfig:
+    """Reward and episode-end model (``models/reward.py``): a small CNN over the latents of the last frames."""
+
+    frames: int = 4  # latent frames it reads, the newest (the one the action produced) included
+    width: int = 32  # channels of its first convolution (the second has twice as many)
+    augment_noise: float = 0.3  # training: latents noised at a level drawn in [0, this], as generated frames are
+    balance: float = 0.5  # training: class weights (1 / frequency) ** balance; 0 plain cross-entropy, 1 balanced
+
+    def __post_init__(self) -> None:
+        _require(self.frames >= 2, "reward.frames", f"must be >= 2 (the newest and one before), got {self.frames}")
+        _require(self.width >= 1, "reward.width", f"must be >= 1, got {self.width}")
+        _require(0.0 <= self.augment_noise < 1.0, "reward.augment_noise", "must be in [0, 1)")
+        _require(0.0 <= self.balance <= 1.0, "reward.balance", f"must be in [0, 1], got {self.balance}")
+
+
 # the DynamicsConfig keys that say how a trained world samples, not what it learns: free to change after training
 SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance"})
 
@@ -126,7 +142,7 @@ SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance
 class TrainConfig:
     """One stage's run of the shared training loop: batch, optimiser, schedule, EMA, logs, checkpoints.
 
-    A config has one per stage: ``[train_autoencoder]`` and ``[train_dynamics]``.
+    A config has one per stage: ``[train_autoencoder]``, ``[train_dynamics]`` and ``[train_reward]``.
     """
 
     batch_size: int = 32  # per step, over all processes: frames (autoencoder) or sequences (dynamics)
@@ -166,6 +182,18 @@ class Config:
     dynamics: DynamicsConfig = DynamicsConfig()
     train_autoencoder: TrainConfig = TrainConfig()
     train_dynamics: TrainConfig = TrainConfig()
+    reward: RewardConfig = RewardConfig()
+    # sized for the 2-core CPU: about 10 minutes on Boxing (docs/training.md)
+    train_reward: TrainConfig = TrainConfig(
+        batch_size=128,
+        steps=3000,
+        lr=2e-3,
+        warmup=100,
+        ema_decay=0.99,
+        eval_every=1000,
+        eval_batches=4,
+        checkpoint_every=1000,
+    )
 
     def __post_init__(self) -> None:
         _require(

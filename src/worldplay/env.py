@@ -4,6 +4,7 @@ one batched world step), for agents that act inside a world.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from worldplay.errors import WorldplayError
 from worldplay.world import WorldModel, WorldState, load_world
 
 # -- ------------------------------------------------------------------------------------------
-# A world model predicts frames, not rewards or episode ends: the environments below give reward 0.0 and never
-# terminate; an episode ends only by truncation (``max_episode_steps``). Wrap them to add a task's reward.
+# Rewards and episode ends come from the world's reward model; a world without one gives reward 0.0 and never
+# terminates, so an episode ends only by truncation (``max_episode_steps``).
 
 Prompt = np.ndarray | str | Path  # an image [H, W, 3] uint8, an image file, or prompt frames [P, H, W, 3] uint8
 
@@ -74,6 +75,15 @@ def _choose_start(
     return frames, actions, {"prompt_index": index}
 
 
+def _warn_without_reward(world: WorldModel) -> None:
+    if not world.has_reward:
+        warnings.warn(
+            f"world {world.meta.get('name', '?')!r} has no reward model: rewards are 0 and episodes end only by "
+            "truncation; add one with `worldplay train reward --config C --world FOLDER`",
+            stacklevel=3,
+        )
+
+
 def _as_world(world: WorldModel | str | Path) -> WorldModel:
     return world if isinstance(world, WorldModel) else load_world(world)
 
@@ -100,9 +110,11 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
     Observation space ``Box(0, 255, world.frame_shape, uint8)``; action space
     ``Discrete(len(world.action_names))``, named by ``get_action_meanings()``.
 
-    A world model has no reward head and no notion of an episode's end: ``reward``
-    is always 0.0 and ``terminated`` always False (wrap the env to add a task's
-    reward); ``truncated`` is True once ``max_episode_steps`` steps were taken.
+    ``reward`` and ``terminated`` are the world's own predictions (its reward model,
+    ``worldplay train reward``): the reward of the step, and whether the new frame is
+    the episode's last. A world without a reward model gives reward 0.0 and never
+    terminates, and says so once with a warning. ``truncated`` is True once
+    ``max_episode_steps`` steps were taken.
 
     ``reset`` starts from ``options["prompt"]`` if given, else from the constructor's
     ``prompt``, else from one of the world's held-out prompt windows (with the
@@ -139,6 +151,7 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
         self._state: WorldState | None = None
         self._frame: np.ndarray | None = None  # [H, W, 3] uint8, the latest observation
         self._t = 0
+        _warn_without_reward(self.world)
 
     def get_action_meanings(self) -> list[str]:
         """The name of each action, by index (as ALE environments have)."""
@@ -160,7 +173,8 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
         return self._frame.copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Take ``action`` (an int in the action space) -> (frame uint8 [H, W, 3], 0.0, False, truncated, info)."""
+        """Take ``action`` (an int in the action space) -> (frame uint8 [H, W, 3], reward, terminated, truncated,
+        info)."""
         if self._state is None:
             raise WorldplayError("call reset() before step()")
         if not self.action_space.contains(action):
@@ -168,11 +182,11 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
                 f"action {action!r} is not in the action space {self.action_space}; this world's actions are "
                 + ", ".join(f"{i}={name}" for i, name in enumerate(self.action_names))
             )
-        self._state, frame = self.world.step(self._state, int(action), self.guidance)
+        self._state, frame, reward, end = self.world.step_with_reward(self._state, int(action), self.guidance)
         self._frame = np.array(frame)
         self._t += 1
         truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
-        return self._frame.copy(), 0.0, False, bool(truncated), {"frame_index": self._t}
+        return self._frame.copy(), float(reward), bool(end), bool(truncated) and not end, {"frame_index": self._t}
 
     def render(self) -> np.ndarray | None:
         """The current frame uint8 [H, W, 3] (render_mode "rgb_array"); None without a render mode."""
@@ -194,10 +208,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         obs, infos = envs.reset(seed=0)                      # obs uint8 [B, H, W, 3]
         obs, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())  # actions [B]
 
-    Rewards are 0.0 and terminations False (a world model has no reward head, see
-    ``WorldModelEnv``); truncations are True after ``max_episode_steps`` steps.
-    Autoreset is ``AutoresetMode.NEXT_STEP``: the step after a truncation ignores the
-    actions and returns the new start frames, reward 0, not terminated or truncated.
+    Rewards and terminations are the world's predictions, as in ``WorldModelEnv`` (0.0
+    and False without a reward model); truncations are True after ``max_episode_steps``
+    steps. Autoreset is ``AutoresetMode.NEXT_STEP``: the step after a stream's episode
+    ended ignores its action and returns its new start frame, reward 0, not ended.
 
     Each stream has its own episode: its own frame count, truncation and restart
     (``reset(options={"reset_mask": mask})`` restarts the masked streams alone, and
@@ -253,6 +267,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._frames: np.ndarray | None = None  # [B, H, W, 3] uint8, the latest observations
         self._t = np.zeros(self.num_envs, np.int64)  # steps of each stream's episode
         self._autoreset = np.zeros(self.num_envs, np.bool_)  # streams that restart at the next step
+        _warn_without_reward(self.world)
 
     def get_action_meanings(self) -> list[str]:
         """The name of each action, by index (as ALE environments have)."""
@@ -327,16 +342,19 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             obs, infos = self._start({}, restart)
             infos.update(frame_index=self._t.copy(), _frame_index=np.ones(B, np.bool_))
             return obs, np.zeros(B, np.float64), np.zeros(B, np.bool_), np.zeros(B, np.bool_), infos
-        self._state, frames = self.world.step(self._state, acts.astype(np.int64), self.guidance)
+        self._state, frames, rewards, ends = self.world.step_with_reward(
+            self._state, acts.astype(np.int64), self.guidance
+        )
         self._frames = np.array(frames)
         self._t += 1
         infos: dict[str, Any] = {}
         if restart.any():  # NEXT_STEP autoreset of the streams that ended at the previous step
             _, infos = self._start({}, restart)
-        rewards, terminations = np.zeros(B, np.float64), np.zeros(B, np.bool_)
+        rewards = np.where(restart, 0.0, rewards).astype(np.float64)
+        terminations = np.asarray(ends, np.bool_) & ~restart
         truncations = np.zeros(B, np.bool_)
         if self.max_episode_steps is not None:
-            truncations = (self._t >= self.max_episode_steps) & ~restart
+            truncations = (self._t >= self.max_episode_steps) & ~restart & ~terminations
         self._autoreset = truncations | terminations
         infos.update(frame_index=self._t.copy(), _frame_index=np.ones(B, np.bool_))
         return self._frames.copy(), rewards, terminations, truncations, infos

@@ -435,6 +435,100 @@ def live_comparison(
     return summaries
 
 
+def matched_events(pred: np.ndarray, real: np.ndarray, tolerance: int = 1) -> dict[str, float]:
+    """Precision, recall and F1 of boolean event series [T] where a predicted event counts if a real one lies
+    within ``tolerance`` frames (and a real one is found if a predicted one does); 1.0 where there is
+    nothing to find and nothing was predicted. Also the counts."""
+    pred, real = np.asarray(pred, bool), np.asarray(real, bool)
+    k = 2 * tolerance + 1
+
+    def near(x: np.ndarray) -> np.ndarray:  # True within `tolerance` frames of an event of x
+        return np.convolve(x.astype(np.int32), np.ones(k, np.int32), mode="same") > 0
+
+    hit_p = int(np.sum(pred & near(real)))
+    hit_r = int(np.sum(real & near(pred)))
+    n_p, n_r = int(pred.sum()), int(real.sum())
+    precision = hit_p / n_p if n_p else 1.0 if not n_r else 0.0
+    recall = hit_r / n_r if n_r else 1.0 if not n_p else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "predicted": n_p, "real": n_r}
+
+
+def reward_evaluation(
+    world: Any, ds: Any, episodes: list[int], *, window: int = 300, tolerance: int = 1
+) -> dict[str, Any] | None:
+    """The world's reward model on held-out real transitions (encoded real frames, recorded actions).
+
+    For each transition j-1 -> j the model reads the latents of the frames up to j (as in the world: a stream's
+    first frame fills the frames before it) and the action a[j-1]; its reward class is compared with the recorded
+    reward r[j-1] and its end flag with the recorded terminal of frame j (the last frame of a game that ended).
+    Reward events by sign, matched within ``tolerance`` frames: precision, recall and F1; ``f1`` is the mean of
+    the two signs' F1 (a sign with no real and no predicted event counts as 1). Episode ends likewise, and the
+    accuracy of the end flag per episode (did the world end it where the game did). Returns per window of
+    ``window`` transitions and per episode: predicted against recorded, mean absolute error and correlation.
+    None for a world without a reward model or a dataset without rewards.
+    """
+    if not world.has_reward or not any("rewards" in ds.read_arrays(e, ("rewards",)) for e in episodes):
+        return None
+    F = world.reward.frames
+    pred_r, real_r, pred_end, real_end, ep_ok = [], [], [], [], []
+    windows: dict[str, list[float]] = {"window_predicted": [], "window_real": [], "episode_predicted": [],
+                                       "episode_real": []}  # fmt: skip
+    for e in episodes:
+        n = ds.episode_lengths[e]
+        if n < 2:
+            continue
+        arrays = ds.read_arrays(e, ("actions", "rewards", "terminals"))
+        frames = ds.read_frames(e, 0, n)
+        z = np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, n // 256))])
+        padded = np.concatenate([np.repeat(z[:1], F - 1, axis=0), z])  # frame 0 fills the frames before it
+        idx = np.arange(1, n)[:, None] + np.arange(F)[None, :]  # windows ending at frame j (j = 1..n-1)
+        acts = arrays["actions"][: n - 1]  # a[j-1] made frame j
+        chunks = [world.predict_reward(padded[idx[c : c + 512]], acts[c : c + 512]) for c in range(0, n - 1, 512)]
+        r_hat, end_hat = np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+        r_true = arrays.get("rewards", np.zeros(n, np.float32))[: n - 1]
+        end_true = arrays.get("terminals", np.zeros(n, bool))[1:]
+        pred_r.append(r_hat)
+        real_r.append(r_true)
+        pred_end.append(end_hat)
+        real_end.append(end_true)
+        ep_ok.append(bool(end_hat.any()) == bool(end_true.any()) and (not end_true.any() or end_hat[-2:].any()))
+        for w0 in range(0, n - 1 - window + 1, window):
+            windows["window_predicted"].append(float(r_hat[w0 : w0 + window].sum()))
+            windows["window_real"].append(float(r_true[w0 : w0 + window].sum()))
+        windows["episode_predicted"].append(float(r_hat.sum()))
+        windows["episode_real"].append(float(r_true.sum()))
+    out: dict[str, Any] = {"transitions": int(sum(len(x) for x in real_r)), "tolerance_frames": tolerance}
+    f1s = []
+    for sign, test in (("negative", np.less), ("positive", np.greater)):
+        scores = [matched_events(test(p, 0), test(r, 0), tolerance) for p, r in zip(pred_r, real_r, strict=True)]
+        out[sign] = _pool_events(scores)
+        f1s.append(out[sign]["f1"])
+    out["f1"] = float(np.mean(f1s))
+    ends = [matched_events(p, r, tolerance) for p, r in zip(pred_end, real_end, strict=True)]
+    out["end"] = {**_pool_events(ends), "episode_accuracy": float(np.mean(ep_ok)) if ep_ok else None}
+    for key, extra in (("return_per_window", {"window": window}), ("return_per_episode", {})):
+        unit = key.rpartition("_")[2]
+        wp, wr = np.asarray(windows[f"{unit}_predicted"]), np.asarray(windows[f"{unit}_real"])
+        ok = len(wp) > 1 and wp.std() > 0 and wr.std() > 0
+        out[key] = {
+            **extra, "count": len(wr), "predicted": wp.tolist(), "real": wr.tolist(),
+            "mean_abs_error": float(np.mean(np.abs(wp - wr))) if len(wr) else None,
+            "correlation": float(np.corrcoef(wp, wr)[0, 1]) if ok else None,
+        }  # fmt: skip
+    return out
+
+
+def _pool_events(scores: list[dict[str, float]]) -> dict[str, float]:
+    """Per-episode event matches pooled: counts summed, precision and recall weighted by them."""
+    n_p = sum(s["predicted"] for s in scores)
+    n_r = sum(s["real"] for s in scores)
+    precision = sum(s["precision"] * s["predicted"] for s in scores) / n_p if n_p else 1.0 if not n_r else 0.0
+    recall = sum(s["recall"] * s["real"] for s in scores) / n_r if n_r else 1.0 if not n_p else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "predicted": n_p, "real": n_r}
+
+
 def _select(summaries: dict[str, dict[str, Any]], idx: list[int]) -> dict[str, Any]:
     """Per-method summaries over horizons 1..H -> the metrics.json layout at the horizons ``idx`` (0-based):
     psnr/ssim (and their ci95) keyed by method, and delta_psnr (world minus random actions)."""
@@ -523,6 +617,7 @@ def evaluate_world(
         )  # fmt: skip
         half = len(ref) // 2
         result["drift"]["real_frechet_floor"] = frechet_distance(ref[:half], ref[half:])
+    result["reward"] = reward_evaluation(world, ds, episodes)
     if env:
         live = live_comparison(
             world, env, horizon=H, prompt=prompt, streams=env_streams, policy=env_policy, seed=seed,
@@ -576,6 +671,23 @@ def markdown_report(r: dict[str, Any]) -> str:
     if r.get("env"):
         e = r["env"]
         out += table(e, f"Live game {e['game']} ({e['streams']} streams, policy {e['policy']})")
+    rw = r.get("reward")
+    if rw:
+        out += [f"### Rewards and episode ends ({rw['transitions']} held-out real transitions, events matched within "
+                f"{rw['tolerance_frames']} frame)", "", "| event | precision | recall | F1 | predicted | real |",
+                "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for k in ("negative", "positive", "end"):
+            m = rw[k]
+            out.append(f"| {k} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['predicted']} | "
+                       f"{m['real']} |")  # fmt: skip
+        out += ["", f"Reward F1 (mean of the two signs): **{rw['f1']:.3f}**."]
+        for key, what in (("return_per_window", "window of {window} frames"), ("return_per_episode", "episode")):
+            w = rw[key]
+            if w["count"]:
+                corr = "n/a" if w["correlation"] is None else f"{w['correlation']:.3f}"
+                out.append(f"Return per {what.format(**w)} ({w['count']}): predicted against recorded, mean "
+                           f"absolute error {w['mean_abs_error']:.2f}, correlation {corr}.")  # fmt: skip
+        out.append("")
     d = r.get("drift")
     if d:
         out += [f"### Drift ({d['streams']} streams x {d['frames_per_stream']} frames, {d['policy']} policy)", "",
@@ -663,7 +775,10 @@ def record_rollouts(
     """Roll ``episodes`` episodes of ``steps`` generated frames out of ``world``, ``batch`` streams at a time,
     each driven by its own ``policy`` (random, sticky, human or ``pkg.module:function``) that sees the world's
     frames. Writes ``out/dataset`` (a worldplay dataset: the prompt frames, then the generated ones, with every
-    action), ``out/videos/<episode>.mp4`` and ``out/summary.json``; returns the summary.
+    action and the world's predicted rewards and episode ends), ``out/videos/<episode>.mp4`` and
+    ``out/summary.json`` (with each episode's return); returns the summary.
+
+    An episode ends after ``steps`` frames or when the world predicts its end (worlds with a reward model).
 
     Each stream starts from one of the world's held-out prompts (chosen by ``seed``) or from ``prompt``
     (frames [P, H, W, 3]). Episodes are written one by one, atomically, as their batch finishes.
@@ -708,16 +823,23 @@ def record_rollouts(
             frame = p_frames[:, -1]
             gen = np.zeros((B, steps, *world.frame_shape), np.uint8)
             acts = np.zeros((B, steps + 1), np.int32)
+            rewards = np.zeros((B, steps + 1), np.float32)  # rewards[:, t]: of the action acts[:, t]
+            ended = np.zeros((B, steps + 1), bool)  # ended[:, t]: the world ended the episode at frame t
+            length = np.full(B, steps, np.int64)  # generated frames of each stream's episode
             for t in range(steps + 1):
-                acts[:, t] = [policies[i](frame[i]) for i in range(B)]
-                if t == steps:
+                acts[:, t] = [policies[i](frame[i]) if t <= length[i] else 0 for i in range(B)]
+                if t >= length.max():
                     break  # the action chosen at the last frame is recorded, like `worldplay record` does
                 t0 = time.perf_counter()
-                state, frame = world.step(state, acts[:, t], guidance)
+                state, frame, r, end = world.step_with_reward(state, acts[:, t], guidance)
                 if t > 0:
                     t_gen += time.perf_counter() - t0
                     timed += B
                 gen[:, t] = frame
+                live = t < length
+                rewards[live, t] = r[live]
+                ended[live, t + 1] = end[live]
+                length = np.where(live & end, t + 1, length)  # the world showed the episode's last frame
                 bar.update(B)
             for i in range(B):
                 prompt_acts = (
@@ -725,8 +847,14 @@ def record_rollouts(
                     if p_acts is not None
                     else np.full(P - 1, 0, np.int32)  # a given prompt has no recorded actions: NOOP
                 )
-                frames_i = np.concatenate([p_frames[i], gen[i]])
-                actions_i = np.concatenate([prompt_acts, acts[i]])
+                n = int(length[i])
+                frames_i = np.concatenate([p_frames[i], gen[i, :n]])
+                actions_i = np.concatenate([prompt_acts, acts[i, : n + 1]])
+                # rewards[k] and terminals[k] are the outcome of actions[k]: the prompt's are not known (0), the
+                # generated ones are the world's; the last frame's action ends the game if the world said so
+                rewards_i = np.concatenate([np.zeros(P - 1, np.float32), rewards[i, : n + 1]])
+                terminals_i = np.zeros(len(actions_i), bool)
+                terminals_i[-1] = ended[i, n]
                 meta = {
                     "source": f"world:{world.meta.get('name', '?')}",
                     "world_steps": world.meta.get("steps"),
@@ -737,7 +865,10 @@ def record_rollouts(
                     "prompt_index": picks[i],
                     "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 }
-                path = writer.write_episode(frames_i, actions_i, meta=meta)
+                path = writer.write_episode(
+                    frames_i, actions_i, rewards=rewards_i if world.has_reward else None,
+                    terminals=terminals_i if world.has_reward else None, meta=meta,
+                )  # fmt: skip
                 video = out / "videos" / f"{path.stem}.mp4"
                 try:
                     write_video(video, frames_i, fps=world.fps, scale=4)
@@ -751,7 +882,9 @@ def record_rollouts(
                     "prompt_index": picks[i],
                     "seed": seed + first + i,
                     "frames": len(frames_i),
-                    "generated_frames": steps,
+                    "generated_frames": n,
+                    "return": float(rewards[i, :n].sum()) if world.has_reward else None,
+                    "ended": bool(ended[i, n]) if world.has_reward else False,
                     "actions": {n: int(c) for n, c in zip(world.action_names, counts, strict=True) if c},
                     "mean_frame_change": float(np.mean(np.abs(np.diff(frames_i[P - 1 :].astype(np.int16), axis=0)))),
                 })  # fmt: skip
@@ -764,7 +897,11 @@ def record_rollouts(
         "seed": seed,
         "guidance": world.config.guidance if guidance is None else guidance,
         "generated_frames_per_s": timed / t_gen if t_gen > 0 else None,
+        "rewards": "world" if world.has_reward else None,  # None: the world has no reward model (returns are null)
     }
+    if world.has_reward:
+        returns = [r["return"] for r in records]
+        run["mean_return"] = float(np.mean(returns))
     # a second rollout into the same folder appends to its dataset, so the summary keeps every run's episodes
     previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
     runs = [*previous.get("runs", []), run]

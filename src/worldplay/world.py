@@ -3,6 +3,11 @@
     world = load_world("checkpoints/boxing")
     state = world.start(frames[:4], actions[:3])          # prompt frames and the actions between them
     state, frame = world.step(state, action, guidance=1.5) # uint8 [H, W, 3]
+    state, frame, reward, end = world.step_with_reward(state, action)  # and what the step scored
+
+A world may carry a reward model (``models/reward.py``): it reads the latents of the last
+few frames, the new one included, inside the same jitted frame function. A world without
+one predicts reward 0 and never ends an episode (``world.has_reward`` says which).
 
 One jitted function makes a frame: every denoising step (conditional and
 unconditional predictions as one batch of two), the KV-cache update and the
@@ -31,8 +36,9 @@ from flax import nnx, struct
 
 from worldplay import diffusion
 from worldplay.checkpoint import read_world_meta, restore_into, verify_files
-from worldplay.config import AutoencoderConfig, DynamicsConfig, part_from_dict
+from worldplay.config import AutoencoderConfig, DynamicsConfig, RewardConfig, part_from_dict
 from worldplay.errors import WorldplayError
+from worldplay.models import reward as reward_model
 from worldplay.models.autoencoder import Autoencoder
 from worldplay.models.dynamics import Dynamics
 
@@ -45,6 +51,7 @@ class WorldState:
     cache_v: jax.Array  # [L, B, S*N, H, K]
     slot_frame: jax.Array  # [B, S] int32: frame index held by each slot of each stream, -1 while empty
     frame_index: jax.Array  # [B] int32: index of each stream's next frame (streams restart on their own)
+    recent: jax.Array  # [B, F, h, w, C] normalised latents of the last F frames, newest last (for the reward model)
     key: jax.Array  # PRNG key
     batched: bool = struct.field(pytree_node=False, default=False)
 
@@ -72,6 +79,7 @@ def fill(
 
     The frame is first noised to the context level (``DynamicsConfig.context_noise_at_sampling``), against drift.
     With ``mask_B``, only the streams where it is True take the frame; the others are left exactly as they were.
+    The clean latents also go into ``recent`` (a stream's first frame fills all of it).
     """
     c = dyn.config.context_noise_at_sampling
     key, k_noise = jax.random.split(state.key)
@@ -88,7 +96,11 @@ def fill(
         return jax.lax.dynamic_update_slice_in_dim(cache_BPHK, jnp.where(keep, new_BNHK, old), s * N, axis=0)
 
     write_all = jax.vmap(jax.vmap(write, in_axes=(0, 0, 0, 0)), in_axes=(0, 0, None, None))  # layers, streams
+    first = (state.frame_index == 0)[:, None, None, None, None]
+    rolled = jnp.concatenate([state.recent[:, 1:], z_BhwC[:, None].astype(state.recent.dtype)], axis=1)
+    recent = jnp.where(first, jnp.broadcast_to(z_BhwC[:, None], state.recent.shape), rolled)
     return state.replace(
+        recent=jnp.where(take[:, None, None, None, None], recent, state.recent),
         cache_k=write_all(state.cache_k, k_new, slot, take),
         cache_v=write_all(state.cache_v, v_new, slot, take),
         slot_frame=jnp.where(
@@ -130,8 +142,11 @@ def generate(
 
 
 @functools.cache
-def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
-    """Jitted functions of split state, shared by every world of the same architecture."""
+def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef | None = None) -> dict[str, Any]:
+    """Jitted functions of split state, shared by every world of the same architecture.
+
+    ``rew`` is the reward model's split state and its class values, or None for a world without one.
+    """
 
     def encode(ae_p, stats, frames):
         z = nnx.merge(ae_def, ae_p).encode(frames)
@@ -149,9 +164,21 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
         state, z = generate(dyn, state, actions, guidance)
         return fill(dyn, state, z, actions), z
 
-    def frame(ae_p, dyn_p, stats, state, actions, guidance):
+    def outcome(rew, state, actions):
+        """The reward of the step that made the newest frame, and whether that frame ends the episode."""
+        if rew_def is None:
+            return jnp.zeros(actions.shape, jnp.float32), jnp.zeros(actions.shape, bool)
+        rew_p, values = rew
+        return reward_model.predict(nnx.merge(rew_def, rew_p), values, state.recent, actions)
+
+    def predict_reward(rew, z, actions):
+        rew_p, values = rew
+        return reward_model.predict(nnx.merge(rew_def, rew_p), values, z, actions)
+
+    def frame(ae_p, dyn_p, rew, stats, state, actions, guidance):
         state, z = advance(dyn_p, state, actions, guidance)
-        return state, decode(ae_p, stats, z), z
+        reward, end = outcome(rew, state, actions)
+        return state, decode(ae_p, stats, z), z, reward, end
 
     return {
         "encode": jax.jit(encode),
@@ -159,7 +186,8 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef) -> dict[str, Any]:
         "fill": jax.jit(fill_fn),
         "clear": jax.jit(clear),
         "advance": jax.jit(advance),
-        "frame": jax.jit(frame),  # no donation: the caller's state stays valid, so forking is free
+        "frame": jax.jit(frame),
+        "predict_reward": jax.jit(predict_reward),  # no donation: the caller's state stays valid, so forking is free
     }
 
 
@@ -177,6 +205,7 @@ class WorldModel:
         fps: float = 15.0,
         meta: dict[str, Any] | None = None,
         prompts: tuple[np.ndarray, np.ndarray] | None = None,
+        reward: reward_model.RewardHead | None = None,
     ):
         if len(action_names) != dynamics.num_actions:
             raise WorldplayError(f"{len(action_names)} action names for a model of {dynamics.num_actions} actions")
@@ -194,7 +223,17 @@ class WorldModel:
         self._dyn_def, self._dyn_p = nnx.split(dynamics)
         self._ae_p, self._dyn_p = jax.device_put((self._ae_p, self._dyn_p), device)
         self._dyn = dynamics
-        self._fns = _compiled(self._ae_def, self._dyn_def)
+        self.reward = reward
+        self._rew_def, self._rew = None, None
+        if reward is not None:
+            self._rew_def, rew_p = nnx.split(reward.model)
+            self._rew = jax.device_put((rew_p, jnp.asarray(reward.class_values, jnp.float32)), device)
+        self._fns = _compiled(self._ae_def, self._dyn_def, self._rew_def)
+
+    @property
+    def has_reward(self) -> bool:
+        """Whether this world predicts rewards and episode ends (else they are 0 and never)."""
+        return self.reward is not None
 
     # -- frames <-> latents --------------------------------------------------------
     def _check_frames(self, frames: np.ndarray, what: str) -> np.ndarray:
@@ -237,6 +276,7 @@ class WorldModel:
             cache_v=jnp.zeros(shape, jnp.float32),
             slot_frame=jnp.full((batch, S), -1, jnp.int32),
             frame_index=jnp.zeros((batch,), jnp.int32),
+            recent=jnp.zeros((batch, self.reward.frames if self.reward else 1, *dyn.latent_shape), jnp.float32),
             key=jax.random.key(seed),
             batched=batched,
         )
@@ -318,9 +358,36 @@ class WorldModel:
         ``guidance`` scales the action's effect (classifier-free guidance);
         None uses the world's own default.
         """
-        state, frames, _ = self.step_latent(state, action, guidance)
+        state, frames, _, _, _ = self._frame(state, action, guidance)
         frames = np.asarray(frames)
         return state, frames if state.batched else frames[0]
+
+    def step_with_reward(
+        self, state: WorldState, action: Any, guidance: float | None = None
+    ) -> tuple[WorldState, np.ndarray, Any, Any]:
+        """Like :meth:`step`, and the step's predicted reward and episode end: (next state, next frame, reward,
+        end), with reward float32 [B] and end bool [B] for B streams (a float and a bool for one).
+
+        ``end`` says the new frame is the episode's last. A world without a reward model gives 0.0 and False.
+        """
+        state, frames, _, reward, end = self._frame(state, action, guidance)
+        frames, reward, end = np.asarray(frames), np.asarray(reward), np.asarray(end)
+        if state.batched:
+            return state, frames, reward, end
+        return state, frames[0], float(reward[0]), bool(end[0])
+
+    def predict_reward(self, z_BFhwC: Any, actions_B: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The reward model on given normalised latents of F frames [B, F, h, w, C] (newest last) and the actions
+        that made the newest frames [B] -> (reward float32 [B], end bool [B]). For evaluation on real frames."""
+        if self.reward is None:
+            raise WorldplayError("this world has no reward model; add one: worldplay train reward --world FOLDER")
+        z = np.asarray(z_BFhwC, np.float32)
+        B = len(z)
+        pad = -B % 256  # a few fixed batch shapes: one compile each
+        acts = np.concatenate([self._actions(actions_B, B, "actions"), np.zeros(pad, np.int32)])
+        z = np.concatenate([z, np.zeros((pad, *z.shape[1:]), np.float32)])
+        r, end = self._fns["predict_reward"](self._rew, jnp.asarray(z), jnp.asarray(acts))
+        return np.asarray(r)[:B], np.asarray(end)[:B]
 
     def held_out_prompt(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
         """Prompt window(s) shipped with the world, from held-out episodes: ``index`` (an int or [B] ints) ->
@@ -336,9 +403,13 @@ class WorldModel:
 
     def step_latent(self, state: WorldState, action: Any, guidance: float | None = None):
         """Like ``step`` but returns device arrays: (state, frames [B, H, W, 3], latents [B, h, w, C])."""
+        return self._frame(state, action, guidance)[:3]
+
+    def _frame(self, state: WorldState, action: Any, guidance: float | None):
+        """The jitted frame function: (state, frames, latents, rewards [B], ends [B]) as device arrays."""
         acts = self._actions(action, state.batch_size, "action")
         g = jnp.float32(self.config.guidance if guidance is None else guidance)
-        return self._fns["frame"](self._ae_p, self._dyn_p, self._stats, state, acts, g)
+        return self._fns["frame"](self._ae_p, self._dyn_p, self._rew, self._stats, state, acts, g)
 
     def __repr__(self) -> str:
         return (
@@ -370,6 +441,13 @@ def load_world(
     if (path / "prompts.npz").is_file():
         with np.load(path / "prompts.npz") as z:
             prompts = (z["frames"], z["actions"])
+    reward = None
+    if isinstance(meta.get("reward"), dict) and (path / "reward").is_dir():
+        rew_cfg = part_from_dict(RewardConfig, meta["reward"]["config"], "reward")
+        n_act = len(meta["action_names"])
+        rew = nnx.eval_shape(lambda: reward_model.RewardModel(rew_cfg, ae_cfg.latent_shape, n_act, rngs=nnx.Rngs(0)))
+        values = tuple(float(v) for v in meta["reward"]["class_values"])
+        reward = reward_model.RewardHead(restore_into(rew, path / "reward"), values)  # type: ignore[arg-type]
     return WorldModel(
         ae,
         dyn,
@@ -379,4 +457,5 @@ def load_world(
         fps=meta["fps"],
         meta=meta,
         prompts=prompts,
+        reward=reward,
     )

@@ -188,6 +188,14 @@ class Dataset:
         """Actions of episode ``i``, int32 [T], without touching its frames."""
         return _read_arrays(self._episodes[i], names=("actions",))["actions"]
 
+    def read_arrays(self, i: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Those of the per-frame arrays ``names`` (actions, rewards, terminals) that episode ``i`` has."""
+        return _read_arrays(self._episodes[i], names=tuple(names))
+
+    def episodes_with(self, name: str) -> int:
+        """How many episodes recorded the per-frame array ``name`` (e.g. ``"rewards"``)."""
+        return sum(name in e.arrays for e in self._episodes)
+
     def read_frames(self, i: int, start: int, length: int) -> np.ndarray:
         """Frames ``start .. start+length-1`` of episode ``i``, uint8 [length, H, W, 3].
 

@@ -55,13 +55,23 @@ class WindowSource:
     Element ``i`` is ``{"frames": uint8 [T, H, W, 3], "actions": int32 [T]}``; only
     the compressed chunks a window touches are decoded. Given ``latents`` (one row
     per frame of the dataset, episodes in order, e.g. a memory-mapped cache of
-    encoded frames), elements hold ``"latents"`` [T, ...] instead of frames.
+    encoded frames), elements hold ``"latents"`` [T, ...] instead of frames. With
+    ``outcomes``, elements also hold ``"rewards"`` float32 [T] and ``"terminals"`` bool [T]
+    (zeros for an episode recorded without them).
     """
 
-    def __init__(self, dataset: Dataset, window: int, episodes: Sequence[int], latents: np.ndarray | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        window: int,
+        episodes: Sequence[int],
+        latents: np.ndarray | None = None,
+        outcomes: bool = False,
+    ):
         self.dataset = dataset
         self.window = window
         self.latents = latents
+        self.outcomes = outcomes
         self._offsets = np.concatenate([[0], np.cumsum(dataset.episode_lengths)]).astype(np.int64)
         if latents is not None and len(latents) != self._offsets[-1]:
             raise DatasetError(
@@ -73,6 +83,7 @@ class WindowSource:
         counts = np.array([lengths[e] - window + 1 for e in self.episodes], np.int64)
         self._ends = np.cumsum(counts)
         self._actions: dict[int, np.ndarray] = {}
+        self._outcomes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
@@ -93,8 +104,26 @@ class WindowSource:
         acts = actions[start : start + self.window]
         if self.latents is not None:
             first = int(self._offsets[ep]) + start
-            return {"latents": np.asarray(self.latents[first : first + self.window]), "actions": acts}
-        return {"frames": self.dataset.read_frames(ep, start, self.window), "actions": acts}
+            out = {"latents": np.asarray(self.latents[first : first + self.window]), "actions": acts}
+        else:
+            out = {"frames": self.dataset.read_frames(ep, start, self.window), "actions": acts}
+        if self.outcomes:
+            rewards, terminals = self.episode_outcomes(ep)
+            out["rewards"] = rewards[start : start + self.window]
+            out["terminals"] = terminals[start : start + self.window]
+        return out
+
+    def episode_outcomes(self, ep: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rewards float32 [T], terminals bool [T]) of episode ``ep``; zeros where it recorded none."""
+        cached = self._outcomes.get(ep)
+        if cached is None:
+            arrays = self.dataset.read_arrays(ep, ("rewards", "terminals"))
+            T = self.dataset.episode_lengths[ep]
+            cached = self._outcomes[ep] = (
+                arrays.get("rewards", np.zeros(T, np.float32)).astype(np.float32),
+                arrays.get("terminals", np.zeros(T, bool)).astype(bool),
+            )
+        return cached
 
     def __repr__(self) -> str:
         return f"WindowSource({self.dataset.path}, window={self.window}, windows={len(self)})"
@@ -115,6 +144,7 @@ def make_loader(
     num_threads: int = 2,
     prefetch: int | None = None,
     latents: np.ndarray | None = None,
+    outcomes: bool = False,
 ) -> grain.IterDataset:
     """A Grain ``IterDataset`` of batches ``{"frames": [B, T, H, W, 3], "actions": [B, T]}``.
 
@@ -122,7 +152,8 @@ def make_loader(
     ``jax.process_index()``/``jax.process_count()``. ``num_epochs=None`` repeats
     forever (training); ``1`` gives one pass (evaluation; the last partial batch is
     dropped). ``iter(loader)`` has ``get_state()``/``set_state()`` for exact resume.
-    With ``latents`` (see :class:`WindowSource`) batches hold ``"latents"`` instead of frames.
+    With ``latents`` (see :class:`WindowSource`) batches hold ``"latents"`` instead of frames; with
+    ``outcomes`` they also hold ``"rewards"`` and ``"terminals"``.
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     if shard_index is None or shard_count is None:
@@ -131,7 +162,7 @@ def make_loader(
         shard_index, shard_count = jax.process_index(), jax.process_count()
     train, held = split_episodes(ds, holdout, seed)
     episodes = {"train": train, "heldout": held, "all": list(range(len(ds)))}[split]
-    source = WindowSource(ds, window, episodes, latents)
+    source = WindowSource(ds, window, episodes, latents, outcomes)
     if len(source) == 0:
         raise DatasetError(
             f"{ds.path}: the {split} split ({len(episodes)} episodes) has no episode of at least "

@@ -58,24 +58,32 @@ class ToyGame:
     the action and is stopped by grey walls; a red ball flies on its own and bounces
     off walls (so its next position needs the history, not just the last frame);
     the background scrolls one pixel to the left every frame. Touching the ball
-    gives reward 1 and respawns it. Everything is fixed by the seed.
+    gives reward 1, respawns it and adds a white mark to the score in the top wall;
+    the step after the ``touches_to_end``-th touch ends the game (terminated, reward 0),
+    so the end can be seen coming in the frames. Everything is fixed by the seed.
     """
 
     ACTIONS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT")
     _MOVES: ClassVar[dict[int, tuple[int, int]]] = {0: (0, 0), 1: (-1, 0), 2: (1, 0), 3: (0, -1), 4: (0, 1)}  # (dy, dx)
     SIZE = 64
     PLAYER = 12
-    BALL = 4
+    BALL = 8  # one latent cell of an 8x-downsampling autoencoder: small enough to chase, big enough to be seen
     SPEED = 8
     WALL = (96, 96, 104)
     PLAYER_COLOR = (250, 220, 40)
     BALL_COLOR = (230, 40, 40)
+    MARK_COLOR = (255, 255, 255)
 
-    def __init__(self, size: int = 64, max_steps: int = 1000):
+    def __init__(self, size: int = 64, max_steps: int = 1000, touches_to_end: int = 8):
+        if not 1 <= touches_to_end <= 8:
+            raise WorldplayError(
+                f"toy game: touches_to_end must be in 1..8 (the marks fit the wall), got {touches_to_end}"
+            )
         self.action_names = self.ACTIONS
         self.frame_shape = (size, size, 3)
         self.fps = 15.0
         self.max_steps = max_steps
+        self.touches_to_end = touches_to_end
         self._out_size = size
         self.reset(0)
 
@@ -112,6 +120,7 @@ class ToyGame:
         self._ball = self._free_spot(self.BALL)
         self._ball_v = np.array([rng.choice([-2, -1, 1, 2]), rng.choice([-2, 2])])
         self._t = 0
+        self._touches = 0
         return self._render()
 
     def _free_spot(self, size: int) -> np.ndarray:
@@ -130,6 +139,9 @@ class ToyGame:
     def step(self, action: int) -> StepResult:
         if not 0 <= int(action) < len(self.ACTIONS):
             raise WorldplayError(f"toy game: action {action} out of range [0, {len(self.ACTIONS)})")
+        if self._touches >= self.touches_to_end:  # game over: the frame with the last mark was the last one
+            self._t += 1
+            return self._render(), 0.0, True, False
         dy, dx = self._MOVES[int(action)]
         for s in range(self.SPEED, 0, -1):  # move as far as the walls allow
             nxt = self._player + np.array([dy * s, dx * s])
@@ -147,6 +159,7 @@ class ToyGame:
         reward = 0.0
         if self._overlap(self._player, self.PLAYER, self._ball, self.BALL):
             reward = 1.0
+            self._touches += 1
             self._ball = self._free_spot(self.BALL)
         self._t += 1
         return self._render(), reward, False, self._t >= self.max_steps
@@ -165,6 +178,8 @@ class ToyGame:
         frame[y + 2 : y + 4, x + 2 : x + 6] = (40, 30, 10)  # eyes, so the sprite has a face
         y, x = int(self._ball[0]), int(self._ball[1])
         frame[y : y + self.BALL, x : x + self.BALL] = self.BALL_COLOR
+        for k in range(self._touches):  # the score: one mark per touch in the top wall
+            frame[0:3, 8 + 6 * k : 12 + 6 * k] = self.MARK_COLOR
         if self._out_size != S:
             frame = resize_frame(frame, (self._out_size, self._out_size))
         return frame

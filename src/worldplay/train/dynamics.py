@@ -94,6 +94,32 @@ def encode_dataset(
     return np.load(out, mmap_mode="r")
 
 
+def latent_cache(cfg: Config, ds: Dataset, ae_meta: dict[str, Any]) -> Path:
+    """Where the run's latents of ``ds`` by its autoencoder (at the step of ``ae_meta``) are cached (shared by the
+    dynamics and reward stages)."""
+    from worldplay.train.loop import run_dir
+
+    return run_dir(cfg, "dynamics") / f"latents-{ds.fingerprint()}-ae{ae_meta['step']}.npy"
+
+
+def run_latents(
+    cfg: Config, ds: Dataset, stage_name: str, *, progress: bool = True
+) -> tuple[Autoencoder, dict[str, Any], np.ndarray]:
+    """The run's autoencoder, its checkpoint metadata, and the normalised latents of ``ds`` by it (cached), for a
+    stage that trains on latents; a run without an autoencoder yet is refused, naming ``stage_name``."""
+    from worldplay.train.loop import run_dir
+
+    try:
+        ae, ae_meta = load_autoencoder(run_dir(cfg, "autoencoder"))
+    except WorldplayError as e:
+        raise WorldplayError(
+            f"{e}\n  the {stage_name} stage needs this run's autoencoder first: "
+            "worldplay train autoencoder --config <this config>"
+        ) from None
+    stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
+    return ae, ae_meta, encode_dataset(ae, stats, ds, latent_cache(cfg, ds, ae_meta), progress=progress)
+
+
 def rollout(
     world: WorldModel, prompt_z: jax.Array, prompt_actions: np.ndarray, actions: np.ndarray, *, seed: int = 0
 ) -> np.ndarray:
@@ -312,18 +338,8 @@ def train_dynamics(cfg: Config, *, progress: bool = True, later_s: float | None 
 
     preflight(cfg, "dynamics")
     ds = open_dataset(cfg.data.dataset)
-    ae_run = run_dir(cfg, "autoencoder")
-    try:
-        ae, ae_meta = load_autoencoder(ae_run)
-    except WorldplayError as e:
-        raise WorldplayError(
-            f"{e}\n  the dynamics stage needs this run's autoencoder first: "
-            "worldplay train autoencoder --config <this config>"
-        ) from None
-    stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
+    ae, ae_meta, latents = run_latents(cfg, ds, "dynamics", progress=progress)
     root = run_dir(cfg, "dynamics")
-    cache = root / f"latents-{ds.fingerprint()}-ae{ae_meta['step']}.npy"
-    latents = encode_dataset(ae, stats, ds, cache, progress=progress)
     _, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
     train_iter, eval_batches = loaders(
         cfg, "dynamics", cfg.dynamics.window, eval_window=eval_window(cfg), dataset=ds, latents=latents

@@ -224,7 +224,7 @@ def _checkpoint_manager(path: Path, keep: int) -> ocp.CheckpointManager:
 
 
 # The config sections that fix a stage's parameter shapes: a run can only resume with the same values.
-MODEL_SECTIONS = {"autoencoder": ("autoencoder",), "dynamics": ("autoencoder", "dynamics")}
+MODEL_SECTIONS = {"autoencoder": ("autoencoder",), "dynamics": ("autoencoder", "dynamics"), "reward": ("reward",)}
 
 
 def preflight(cfg: Config, stage_name: str) -> None:

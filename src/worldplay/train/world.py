@@ -19,7 +19,8 @@ from worldplay.config import Config
 from worldplay.train.loop import format_seconds, run_dir, stage_train_config, time_step
 
 # The stages of a world, in the order they train: each one reads what the ones before it wrote.
-STAGES = ("autoencoder", "dynamics")
+# The reward stage needs only the autoencoder; it comes last so that it can add itself to the world.
+STAGES = ("autoencoder", "dynamics", "reward")
 
 
 def _stage_objective(cfg: Config, name: str, num_actions: int) -> Any:
@@ -28,6 +29,10 @@ def _stage_objective(cfg: Config, name: str, num_actions: int) -> Any:
         from worldplay.train.autoencoder import AutoencoderStage
 
         return AutoencoderStage(cfg)
+    if name == "reward":
+        from worldplay.train.reward import RewardStage
+
+        return RewardStage(cfg, num_actions, cfg.autoencoder.latent_shape)
     from worldplay.train.dynamics import DynamicsObjective
 
     return DynamicsObjective(cfg, num_actions)
@@ -38,6 +43,10 @@ def _trainer(name: str) -> Callable[..., dict[str, Any]]:
         from worldplay.train.autoencoder import train_autoencoder
 
         return train_autoencoder
+    if name == "reward":
+        from worldplay.train.reward import train_reward
+
+        return train_reward
     from worldplay.train.dynamics import train_dynamics
 
     return train_dynamics
@@ -48,6 +57,18 @@ def completed_steps(cfg: Config, name: str) -> int:
     ckpts = run_dir(cfg, name) / "checkpoints"
     steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()]
     return max(steps, default=0)
+
+
+def stages_of(cfg: Config) -> tuple[str, ...]:
+    """The stages ``cfg`` trains: all of :data:`STAGES`, but the reward stage only for a dataset with rewards."""
+    from worldplay.data.format import open_dataset
+    from worldplay.errors import WorldplayError
+
+    try:
+        has_rewards = open_dataset(cfg.data.dataset).episodes_with("rewards") > 0
+    except WorldplayError:  # no dataset here (`bench train` on another machine): project every stage
+        has_rewards = True
+    return tuple(s for s in STAGES if s != "reward" or has_rewards)
 
 
 def _num_actions(cfg: Config) -> int:
@@ -61,11 +82,13 @@ def _num_actions(cfg: Config) -> int:
         return 18
 
 
-def project_schedule(cfg: Config, *, stages: tuple[str, ...] = STAGES, resume: bool = True) -> dict[str, Any]:
+def project_schedule(cfg: Config, *, stages: tuple[str, ...] | None = None, resume: bool = True) -> dict[str, Any]:
     """Seconds per step of each stage, measured here, and the projected wall seconds of the whole schedule.
 
-    With ``resume`` the steps already checkpointed are left out (what ``train world`` still has to do).
+    ``stages`` defaults to :func:`stages_of`. With ``resume`` the steps already checkpointed are left out
+    (what ``train world`` still has to do).
     """
+    stages = stages_of(cfg) if stages is None else stages
     num_actions = _num_actions(cfg)
     out: dict[str, Any] = {"stages": {}, "projected_s": 0.0}
     for name in stages:
@@ -111,16 +134,19 @@ def train_world(
 
     from worldplay.train.loop import preflight
 
-    for name in STAGES:  # every stage's checks before the first one starts
+    stages = stages_of(cfg)
+    for name in stages:  # every stage's checks before the first one starts
         preflight(cfg, name)
-    plan = project_schedule(cfg) if project else None
+    if "reward" not in stages and jax.process_index() == 0:
+        log(f"{cfg.data.dataset}: no recorded rewards, so no reward stage; the world will play with reward 0")
+    plan = project_schedule(cfg, stages=stages) if project else None
     if plan is not None and jax.process_index() == 0:
         log(f"schedule of {cfg.name}:\n{format_schedule(plan)}")
     results: dict[str, Any] = {}
-    for i, name in enumerate(STAGES):
-        later = None if plan is None else sum(plan["stages"][n]["projected_s"] for n in STAGES[i + 1 :])
+    for i, name in enumerate(stages):
+        later = None if plan is None else sum(plan["stages"][n]["projected_s"] for n in stages[i + 1 :])
         if jax.process_index() == 0:
-            log(f"== stage {i + 1}/{len(STAGES)}: {name}")
+            log(f"== stage {i + 1}/{len(stages)}: {name}")
         results[name] = _trainer(name)(cfg, progress=progress, later_s=later)
     results["world"] = results["dynamics"].get("world")
     if plan is not None:

@@ -1,0 +1,245 @@
+"""The reward stage: the reward and episode-end model (``models/reward.py``) on cached latents.
+
+Each training element is a window of ``reward.frames`` frames of one episode: the model reads their
+latents and the action that produced the newest frame, and learns that action's recorded reward (a
+class per sign) and whether the newest frame is the episode's last. Rewards are sparse (about 2.6%
+of Boxing's frames), so the cross-entropy weighs each class by ``(1 / frequency) ** reward.balance``,
+measured on the training episodes; the end logit likewise. Latents are noised at a random level up
+to ``reward.augment_noise``, because in a world the model reads generated frames, not encoded ones.
+
+The latents come from the autoencoder of the same run (the cache the dynamics stage wrote, shared)
+or, with ``world=``, from a world folder's own autoencoder: that is how a reward model is added to
+a world trained earlier. Every checkpoint writes ``<run>/model`` (the model alone) and adds it to
+the world folder it was made for (``<runs>/<name>/dynamics/world``, or the given world).
+
+Evaluation on held-out windows: precision, recall and F1 of each reward sign and the end flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from worldplay import diffusion
+from worldplay.config import Config, config_to_dict
+from worldplay.data.format import Dataset, open_dataset
+from worldplay.errors import WorldplayError
+from worldplay.models.reward import NEG, POS, RewardModel, reward_class
+
+
+def event_scores(pred: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of boolean events (exact positions; 1.0 where there is nothing to find)."""
+    pred, real = np.asarray(pred, bool), np.asarray(real, bool)
+    tp = float(np.sum(pred & real))
+    precision = tp / pred.sum() if pred.sum() else 1.0 if not real.any() else 0.0
+    recall = tp / real.sum() if real.sum() else 1.0 if not pred.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def class_weights(counts: np.ndarray, balance: float) -> np.ndarray:
+    """Weights ``(1 / frequency) ** balance`` for classes with ``counts``, scaled to a mean weight of 1 per
+    example (an absent class gets the largest weight of the others)."""
+    counts = np.asarray(counts, np.float64)
+    freq = counts / max(counts.sum(), 1.0)
+    w = np.where(freq > 0, np.maximum(freq, 1e-12) ** -balance, 0.0)
+    w = np.where(freq > 0, w, w.max(initial=1.0))
+    return (w / max(float(np.sum(freq * w)), 1e-12)).astype(np.float32)
+
+
+class RewardStage:
+    """The reward model's objective on the shared loop (see the module docstring)."""
+
+    name = "reward"
+
+    def __init__(
+        self,
+        cfg: Config,
+        num_actions: int,
+        latent_shape: tuple[int, int, int],
+        *,
+        counts: dict[str, np.ndarray] | None = None,
+        class_values: tuple[float, float, float] = (-1.0, 0.0, 1.0),
+        target: dict[str, Any] | None = None,
+    ):
+        self.cfg = cfg
+        self.num_actions = num_actions
+        self.latent_shape = latent_shape
+        rc = cfg.reward
+        counts = counts or {"reward": np.ones(3), "end": np.ones(2)}
+        self.reward_weights = class_weights(counts["reward"], rc.balance)
+        self.end_weights = class_weights(counts["end"], rc.balance)  # [not end, end]
+        self.class_values = tuple(float(v) for v in class_values)
+        self.target = target  # where the model goes: {"world": folder or None, "autoencoder": identity}
+        self.last_eval: dict[str, float] = {}
+
+    def build(self, rngs: nnx.Rngs) -> RewardModel:
+        return RewardModel(self.cfg.reward, self.latent_shape, self.num_actions, rngs=rngs)
+
+    def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        F = self.cfg.reward.frames
+        return self.batch({
+            "latents": rng.normal(size=(batch_size, F, *self.latent_shape)).astype(np.float16),
+            "actions": rng.integers(0, self.num_actions, (batch_size, F)).astype(np.int32),
+            "rewards": rng.choice([-1.0, 0.0, 1.0], (batch_size, F)).astype(np.float32),
+            "terminals": rng.random((batch_size, F)) < 0.01,
+        })  # fmt: skip
+
+    def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A window of F frames -> the newest frame's inputs and targets: the action before it (which made it),
+        that action's reward class, and whether the newest frame is the episode's last."""
+        return {
+            "latents": raw["latents"],
+            "action": raw["actions"][:, -2].astype(np.int32),
+            "reward_class": reward_class(raw["rewards"][:, -2]),
+            "end": raw["terminals"][:, -1].astype(np.int32),
+        }
+
+    def logits(self, model: RewardModel, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        return model(batch["latents"].astype(jnp.float32), batch["action"])
+
+    def loss(self, model: RewardModel, batch: dict[str, jax.Array], key: jax.Array):
+        z = batch["latents"].astype(jnp.float32)
+        k_t, k_eps = jax.random.split(key)
+        t = jax.random.uniform(k_t, (z.shape[0], 1, 1, 1, 1), maxval=self.cfg.reward.augment_noise)
+        z = diffusion.add_noise(z, jax.random.normal(k_eps, z.shape), t)
+        logits, end_logit = model(z, batch["action"])
+        return self._loss(logits, end_logit, batch)
+
+    def _loss(self, logits: jax.Array, end_logit: jax.Array, batch: dict[str, jax.Array]):
+        cls, end = batch["reward_class"], batch["end"]
+        w = jnp.asarray(self.reward_weights)[cls]
+        ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), cls[:, None], axis=1)[:, 0]
+        reward_loss = jnp.mean(w * ce)
+        bce = -(end * jax.nn.log_sigmoid(end_logit) + (1 - end) * jax.nn.log_sigmoid(-end_logit))
+        end_loss = jnp.mean(jnp.asarray(self.end_weights)[end] * bce)
+        return reward_loss + end_loss, {"reward_loss": reward_loss, "end_loss": end_loss}
+
+    def evaluate(self, model: RewardModel, batches: list[dict[str, np.ndarray]]):
+        """Held-out loss (no noise) and event scores per window (exact positions)."""
+        fn = getattr(self, "_eval_fn", None)
+        if fn is None:
+            fn = self._eval_fn = nnx.jit(lambda m, b: (*self.logits(m, b), self._loss(*self.logits(m, b), b)[0]))
+        preds, ends, real_cls, real_end, losses = [], [], [], [], []
+        for raw in batches:
+            b = self.batch(raw)
+            logits, end_logit, loss = fn(model, {k: jnp.asarray(v) for k, v in b.items()})
+            preds.append(np.argmax(np.asarray(logits), -1))
+            ends.append(np.asarray(end_logit) > 0)
+            real_cls.append(b["reward_class"])
+            real_end.append(b["end"].astype(bool))
+            losses.append(float(loss))
+        pred, real = np.concatenate(preds), np.concatenate(real_cls)
+        out = {"eval_loss": float(np.mean(losses))}
+        for sign, c in (("neg", NEG), ("pos", POS)):
+            for k, v in event_scores(pred == c, real == c).items():
+                out[f"{sign}_{k}"] = v
+        out["reward_f1"] = (out["neg_f1"] + out["pos_f1"]) / 2
+        for k, v in event_scores(np.concatenate(ends), np.concatenate(real_end)).items():
+            out[f"end_{k}"] = v
+        self.last_eval = out
+        return out, {}
+
+    def extras(self, model: RewardModel) -> dict[str, Any]:
+        return self.part_meta()
+
+    def part_meta(self, step: int | None = None) -> dict[str, Any]:
+        """What a world folder stores about its reward model (``world.json`` key ``reward``)."""
+        meta = {
+            "config": config_to_dict(self.cfg.reward),
+            "class_values": list(self.class_values),
+            "autoencoder": (self.target or {}).get("autoencoder"),
+            "eval": self.last_eval,
+        }
+        if step is not None:
+            meta["step"] = step
+        return meta
+
+    def export(self, model: RewardModel, step: int, run_root: Path) -> None:
+        """Write ``<run>/model`` and add the model to the world it was trained for, if that exists yet."""
+        from worldplay.checkpoint import attach_part, save_part
+
+        meta = self.part_meta(step)
+        save_part(run_root / "model", "reward", model, meta)
+        world = (self.target or {}).get("world")
+        if world is not None and (Path(world) / "world.json").is_file():
+            attach_part(world, "reward", model, meta)
+
+
+def outcome_counts(ds: Dataset, episodes: list[int]) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
+    """Counts of the reward classes and of episode ends over ``episodes``, and each class's mean reward."""
+    rewards, ends = [], []
+    for e in episodes:
+        arrays = ds.read_arrays(e, ("rewards", "terminals"))
+        n = ds.episode_lengths[e]
+        rewards.append(arrays.get("rewards", np.zeros(n, np.float32)))
+        ends.append(arrays.get("terminals", np.zeros(n, bool)))
+    r, t = np.concatenate(rewards), np.concatenate(ends).astype(bool)
+    cls = reward_class(r)
+    counts = {"reward": np.bincount(cls, minlength=3), "end": np.bincount(t.astype(np.int64), minlength=2)}
+    neg, pos = r[r < 0], r[r > 0]
+    values = (float(neg.mean()) if neg.size else -1.0, 0.0, float(pos.mean()) if pos.size else 1.0)
+    return counts, values
+
+
+def _latents_from_world(world: Path, ds: Dataset, cache_dir: Path, progress: bool) -> tuple[np.ndarray, dict]:
+    """Latents of ``ds`` by a world folder's own autoencoder, and that autoencoder's identity."""
+    from worldplay.checkpoint import autoencoder_identity, read_world_meta, restore_into
+    from worldplay.config import AutoencoderConfig, part_from_dict
+    from worldplay.models.autoencoder import Autoencoder
+    from worldplay.train.dynamics import encode_dataset
+
+    meta = read_world_meta(world)
+    ae_cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
+    ae = restore_into(nnx.eval_shape(lambda: Autoencoder(ae_cfg, rngs=nnx.Rngs(0))), world / "autoencoder")
+    identity = autoencoder_identity(meta)
+    stats = np.stack([meta["latent_mean"], meta["latent_std"]]).astype(np.float32)
+    cache = cache_dir / f"latents-{ds.fingerprint()}-{identity}.npy"
+    return encode_dataset(ae, stats, ds, cache, progress=progress), {"id": identity, "config": meta["autoencoder"]}
+
+
+def train_reward(
+    cfg: Config, *, world: str | Path | None = None, progress: bool = True, later_s: float | None = None
+) -> dict[str, Any]:
+    """Train (or resume) the reward model of ``cfg`` and add it to its world (see the module docstring).
+
+    Without ``world`` it reads the latents of the run's own autoencoder and goes into the run's world;
+    with ``world`` (a world folder) it reads that world's autoencoder's latents and goes into it.
+    A dataset without recorded rewards is refused.
+    """
+    from worldplay.data.loader import split_episodes
+    from worldplay.train.loop import loaders, preflight, run_dir, train
+
+    preflight(cfg, "reward")
+    ds = open_dataset(cfg.data.dataset)
+    if not ds.episodes_with("rewards"):
+        raise WorldplayError(
+            f"{ds.path}: no episode recorded rewards, so there is no reward to learn; record with "
+            "`worldplay record` (it keeps the game's rewards) or import logs with a reward column"
+        )
+    root = run_dir(cfg, "reward")
+    if world is not None:
+        world = Path(world)
+        latents, ae_id = _latents_from_world(world, ds, root, progress)
+        target = {"world": str(world), "autoencoder": ae_id}
+    else:
+        from worldplay.checkpoint import autoencoder_identity
+        from worldplay.train.dynamics import run_latents
+
+        _, ae_meta, latents = run_latents(cfg, ds, "reward", progress=progress)  # or --world FOLDER: its own
+        ae_id = {"id": autoencoder_identity(ae_meta), "config": ae_meta["config"]["autoencoder"]}
+        target = {"world": str(run_dir(cfg, "dynamics") / "world"), "autoencoder": ae_id}
+    train_eps, _ = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
+    counts, values = outcome_counts(ds, train_eps)
+    train_iter, eval_batches = loaders(cfg, "reward", cfg.reward.frames, dataset=ds, latents=latents, outcomes=True)
+    stage = RewardStage(cfg, len(ds.action_names), latents.shape[1:], counts=counts, class_values=values, target=target)
+    result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
+    result["model"] = str(root / "model")
+    result["world"] = target["world"]
+    return result

@@ -1,0 +1,181 @@
+"""The reward and episode-end model: in a world folder, inside the frame function, in the environments.
+
+A tiny world with random weights (fast); its reward model's output layer is set by hand so that its
+predictions are known: what the world, the environments and the rollouts do with them is what is tested.
+What a trained reward model learns is tested on the trained toy world (tests/test_reward_learning.py).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from gymnasium.utils.env_checker import check_env
+
+from conftest import random_weights as _random_weights
+from worldplay import WorldModelEnv, WorldModelVectorEnv
+from worldplay.checkpoint import CheckpointError, attach_part, autoencoder_identity, read_world_meta, save_world
+from worldplay.config import AutoencoderConfig, DynamicsConfig, RewardConfig, config_to_dict
+from worldplay.data.format import open_dataset
+from worldplay.evaluate import matched_events, record_rollouts
+from worldplay.models.autoencoder import Autoencoder
+from worldplay.models.dynamics import Dynamics
+from worldplay.models.reward import NEG, NONE, POS, RewardModel, reward_class
+from worldplay.train.reward import class_weights, event_scores
+from worldplay.world import load_world
+
+AE = AutoencoderConfig(channels=(8, 8, 8), latent_channels=4)
+DYN = DynamicsConfig(width=32, depth=1, heads=2, window=4)
+REW = RewardConfig(frames=3, width=4)
+
+
+def _reward_model(bias: tuple[float, float, float, float], num_actions: int = 5) -> RewardModel:
+    """A reward model whose output is ``bias`` whatever it reads (the output layer's weights are zero)."""
+    model = _random_weights(lambda: RewardModel(REW, AE.latent_shape, num_actions, rngs=nnx.Rngs(0)), 2)
+    model.out.kernel[...] = jnp.zeros_like(model.out.kernel[...])
+    model.out.bias[...] = jnp.asarray(bias, jnp.float32)
+    return model
+
+
+@pytest.fixture(scope="module")
+def plain_world(toy_dataset, tmp_path_factory):
+    """A tiny untrained world folder without a reward model, with 3 held-out prompt windows of 4 frames."""
+    ds = open_dataset(toy_dataset)
+    ae = _random_weights(lambda: Autoencoder(AE, rngs=nnx.Rngs(0)), 0)
+    dyn = _random_weights(lambda: Dynamics(DYN, AE.latent_shape, len(ds.action_names), rngs=nnx.Rngs(0)), 1)
+    windows = [ds.read_window(e, 10, 4) for e in range(3)]
+    meta = {
+        "name": "tiny", "autoencoder": config_to_dict(AE), "dynamics": config_to_dict(DYN),
+        "action_names": list(ds.action_names), "fps": ds.fps, "frame_shape": list(ds.frame_shape),
+        "latent_mean": [0.0] * 4, "latent_std": [1.0] * 4,
+    }  # fmt: skip
+    frames = np.stack([f for f, _ in windows])
+    actions = np.stack([a for _, a in windows]).astype(np.int32)
+    return save_world(tmp_path_factory.mktemp("rw") / "world", meta, ae, dyn, frames, actions), (meta, ae, dyn)
+
+
+def _with_reward(plain_world, tmp_path, bias, values=(-1.0, 0.0, 2.0)):
+    import shutil
+
+    path, _ = plain_world
+    world = tmp_path / "world"
+    shutil.copytree(path, world)
+    ae_id = autoencoder_identity(read_world_meta(world))
+    meta = {"config": config_to_dict(REW), "class_values": list(values), "autoencoder": {"id": ae_id}}
+    attach_part(world, "reward", _reward_model(bias), meta)
+    return world
+
+
+def test_reward_classes_weights_and_event_scores():
+    assert reward_class(np.array([-2.0, -1, 0, 1, 2])).tolist() == [NEG, NEG, NONE, POS, POS]
+    w = class_weights(np.array([10, 980, 10]), balance=1.0)
+    assert w[0] == pytest.approx(w[2]) and w[0] == pytest.approx(98 * w[1])  # inverse frequency
+    assert np.dot(w, [0.01, 0.98, 0.01]) == pytest.approx(1.0)  # a mean weight of 1 per example
+    assert class_weights(np.array([10, 980, 10]), balance=0.0).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert event_scores(np.array([1, 0, 1, 0]), np.array([1, 0, 0, 1])) == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    )
+    # within one frame counts; two frames away does not
+    m = matched_events(np.array([0, 1, 0, 0, 0, 0, 1]), np.array([1, 0, 0, 1, 0, 0, 0]), tolerance=1)
+    assert (m["precision"], m["recall"]) == (0.5, 0.5)
+    assert matched_events(np.zeros(5), np.zeros(5))["f1"] == 1.0
+
+
+def test_a_world_without_a_reward_model_plays_with_reward_0_and_says_so(plain_world):
+    world = load_world(plain_world[0])
+    assert not world.has_reward
+    state = world.start(*world.held_out_prompt(0))
+    state, frame, reward, end = world.step_with_reward(state, 1)
+    assert frame.shape == (64, 64, 3) and reward == 0.0 and end is False
+    with pytest.warns(UserWarning, match="no reward model"):
+        env = WorldModelEnv(world, max_episode_steps=3)
+    env.reset(seed=0)
+    assert env.step(1)[1:4] == (0.0, False, False)
+
+
+def test_reward_model_is_stored_in_the_world_and_runs_in_the_frame_function(plain_world, tmp_path):
+    world_dir = _with_reward(plain_world, tmp_path, bias=(0.0, 0.0, 5.0, -5.0))  # always positive, never ends
+    meta = json.loads((world_dir / "world.json").read_text())
+    assert meta["reward"]["class_values"] == [-1.0, 0.0, 2.0] and "reward/_METADATA" in meta["files"]
+    world = load_world(world_dir)
+    assert world.has_reward
+    frames, acts = world.held_out_prompt(np.array([0, 1]))
+    state = world.start(frames, acts)
+    assert state.recent.shape == (2, REW.frames, *AE.latent_shape)
+    state, out, reward, end = world.step_with_reward(state, np.array([1, 2]))
+    assert out.shape == (2, 64, 64, 3) and reward.tolist() == [2.0, 2.0] and end.tolist() == [False, False]
+    # the plain step keeps its signature, and gives the same frame for the same state
+    _, frame = world.step(world.start(frames, acts), np.array([1, 2]))
+    np.testing.assert_array_equal(frame, out)
+    # the newest latents are the last of `recent`: the generated frame's
+    z = np.asarray(world.encode(frames[:, -1]))
+    np.testing.assert_allclose(np.asarray(world.start(frames, acts).recent[:, -1]), z, atol=1e-5)
+
+
+def test_re_exporting_a_world_keeps_its_reward_model_unless_the_autoencoder_changed(plain_world, tmp_path):
+    world_dir = _with_reward(plain_world, tmp_path, bias=(0.0, 0.0, 5.0, -5.0))
+    _, (meta, ae, dyn) = plain_world
+    frames, actions = np.load(world_dir / "prompts.npz").values()
+    save_world(world_dir, meta, ae, dyn, frames, actions)  # what the dynamics stage does at every checkpoint
+    assert load_world(world_dir).has_reward
+    other = {**meta, "latent_mean": [0.5] * 4}  # another autoencoder: its reward model would read the wrong latents
+    save_world(world_dir, other, ae, dyn, frames, actions)
+    assert not load_world(world_dir).has_reward
+    model = _reward_model((0.0, 0.0, 0.0, 0.0))
+    with pytest.raises(CheckpointError, match="another autoencoder"):
+        attach_part(world_dir, "reward", model, {"config": config_to_dict(REW), "autoencoder": {"id": "x"}})
+
+
+def test_envs_give_rewards_and_ends_and_the_vector_env_restarts_each_stream(plain_world, tmp_path):
+    world_dir = _with_reward(plain_world, tmp_path, bias=(5.0, 0.0, 0.0, 5.0))  # negative reward, ends at once
+    world = load_world(world_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a world with a reward model does not warn
+        env = WorldModelEnv(world, render_mode="rgb_array", max_episode_steps=10)
+    check_env(env, skip_render_check=False)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, _ = env.step(1)
+    assert (reward, terminated, truncated) == (-1.0, True, False)
+
+    envs = WorldModelVectorEnv(world, 3, max_episode_steps=10)
+    envs.reset(seed=0)
+    _, rewards, terms, truncs, _ = envs.step(np.array([1, 2, 3]))
+    assert rewards.tolist() == [-1.0] * 3 and terms.all() and not truncs.any()
+    # NEXT_STEP autoreset: every stream restarts on its own at the next step, reward 0, not ended
+    _, rewards, terms, _, infos = envs.step(np.array([0, 0, 0]))
+    assert rewards.tolist() == [0.0] * 3 and not terms.any() and infos["_prompt_index"].all()
+
+
+def test_rollouts_record_returns_and_predicted_rewards(plain_world, tmp_path):
+    world_dir = _with_reward(plain_world, tmp_path, bias=(0.0, 0.0, 5.0, -5.0))  # +2 every step, never ends
+    world = load_world(world_dir)
+    summary = record_rollouts(world, "random", tmp_path / "out", episodes=2, steps=5, batch=2, progress=False)
+    assert [e["return"] for e in summary["episode_list"]] == [10.0, 10.0] and summary["mean_return"] == 10.0
+    ds = open_dataset(tmp_path / "out" / "dataset")
+    ep = ds[0]
+    assert ep.rewards.tolist() == [0.0] * 3 + [2.0] * 5 + [0.0]  # prompt (unknown), 5 generated, the last action
+    assert not ep.terminals.any()
+
+    ended = _with_reward(plain_world, tmp_path / "b", bias=(0.0, 5.0, 0.0, 5.0))  # no reward, ends at once
+    summary = record_rollouts(load_world(ended), "random", tmp_path / "out2", episodes=1, steps=5, progress=False)
+    rec = summary["episode_list"][0]
+    assert rec["generated_frames"] == 1 and rec["ended"] and rec["return"] == 0.0
+    ep = open_dataset(tmp_path / "out2" / "dataset")[0]
+    assert len(ep.actions) == 4 + 1 and ep.terminals.tolist() == [False] * 4 + [True]
+
+
+def test_ranking_metrics():
+    from worldplay.agents import mean_ci95, mmrv, pearson, spearman
+
+    assert spearman([1, 2, 3], [10, 20, 40]) == pytest.approx(1.0) and pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1)
+    assert spearman([3, 2, 1], [10, 20, 40]) == pytest.approx(-1.0)
+    assert mmrv([1, 2, 3], [0, 1, 2]) == 0.0
+    # the world swaps the first two policies: each of them is off by half the real range, the third is fine
+    assert mmrv([2, 1, 3], [0, 1, 2]) == pytest.approx(1 / 3)
+    assert mmrv([1, 1, 3], [0, 1, 2]) == pytest.approx(1 / 3)  # a tie hides a real difference
+    mean, half = mean_ci95([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(1.96 / np.sqrt(3))
