@@ -125,7 +125,12 @@ class RewardStage:
         """Held-out loss (no noise) and event scores per window (exact positions)."""
         fn = getattr(self, "_eval_fn", None)
         if fn is None:
-            fn = self._eval_fn = nnx.jit(lambda m, b: (*self.logits(m, b), self._loss(*self.logits(m, b), b)[0]))
+
+            def scores(m: RewardModel, b: dict[str, jax.Array]):
+                logits, end_logit = self.logits(m, b)
+                return logits, end_logit, self._loss(logits, end_logit, b)[0]
+
+            fn = self._eval_fn = nnx.jit(scores)
         preds, ends, real_cls, real_end, losses = [], [], [], [], []
         for raw in batches:
             b = self.batch(raw)
