@@ -186,8 +186,8 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef
         "fill": jax.jit(fill_fn),
         "clear": jax.jit(clear),
         "advance": jax.jit(advance),
-        "frame": jax.jit(frame),
-        "predict_reward": jax.jit(predict_reward),  # no donation: the caller's state stays valid, so forking is free
+        "frame": jax.jit(frame),  # no donation: the caller's state stays valid, so forking is free
+        "predict_reward": jax.jit(predict_reward),
     }
 
 
