@@ -25,7 +25,7 @@ from worldplay.evaluate import matched_events, record_rollouts
 from worldplay.models.autoencoder import Autoencoder
 from worldplay.models.dynamics import Dynamics
 from worldplay.models.reward import NEG, NONE, POS, RewardModel, reward_class
-from worldplay.train.reward import class_weights, event_scores
+from worldplay.train.reward import class_weights
 from worldplay.world import load_world
 
 AE = AutoencoderConfig(channels=(8, 8, 8), latent_channels=4)
@@ -76,9 +76,8 @@ def test_reward_classes_weights_and_event_scores():
     assert w[0] == pytest.approx(w[2]) and w[0] == pytest.approx(98 * w[1])  # inverse frequency
     assert np.dot(w, [0.01, 0.98, 0.01]) == pytest.approx(1.0)  # a mean weight of 1 per example
     assert class_weights(np.array([10, 980, 10]), balance=0.0).tolist() == pytest.approx([1.0, 1.0, 1.0])
-    assert event_scores(np.array([1, 0, 1, 0]), np.array([1, 0, 0, 1])) == pytest.approx(
-        {"precision": 0.5, "recall": 0.5, "f1": 0.5}
-    )
+    exact = matched_events(np.array([1, 0, 1, 0]), np.array([1, 0, 0, 1]), tolerance=0)
+    assert exact == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "predicted": 2, "real": 2})
     # within one frame counts; two frames away does not
     m = matched_events(np.array([0, 1, 0, 0, 0, 0, 1]), np.array([1, 0, 0, 1, 0, 0, 0]), tolerance=1)
     assert (m["precision"], m["recall"]) == (0.5, 0.5)

@@ -18,11 +18,13 @@ a reader sees the old world or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +137,12 @@ def save_world(
     does not drop them.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with _staged(target) as tmp:
         save_params(autoencoder, tmp / "autoencoder")
         save_params(dynamics, tmp / "dynamics")
         np.savez(tmp / "prompts.npz", frames=np.asarray(prompt_frames, np.uint8), actions=np.asarray(prompt_actions))
         meta = {**_carried_parts(target, tmp, carry, autoencoder_identity(meta)), **meta}
         _write_world_json(tmp, meta)
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -158,15 +154,28 @@ def _write_world_json(root: Path, meta: dict[str, Any]) -> None:
     )
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished folder ``tmp`` to ``target``, replacing what was there in one rename."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+@contextlib.contextmanager
+def _staged(target: Path, copy_of: Path | None = None, ignore: str | None = None) -> Iterator[Path]:
+    """A temporary folder beside ``target`` (a copy of ``copy_of`` without ``ignore``, or empty) to write into;
+    on success it replaces ``target`` (renames, so a reader sees the old folder or the new one), on any error
+    it is removed and ``target`` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        if copy_of is not None:
+            tmp.rmdir()
+            shutil.copytree(copy_of, tmp, ignore=None if ignore is None else shutil.ignore_patterns(ignore))
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def autoencoder_identity(meta: dict[str, Any]) -> str:
@@ -195,15 +204,9 @@ def _carried_parts(old_world: Path, new_root: Path, names: tuple[str, ...], ae_i
 def save_part(path: str | os.PathLike[str], kind: str, module: nnx.Module, meta: dict[str, Any]) -> Path:
     """Write one model of a world on its own, atomically: ``params/`` and ``part.json`` (kind and metadata)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with _staged(target) as tmp:
         save_params(module, tmp / "params")
         (tmp / "part.json").write_text(json.dumps({"format": "worldplay-part", "kind": kind, **meta}, indent=2))
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -220,16 +223,9 @@ def attach_part(world: str | os.PathLike[str], name: str, module: nnx.Module, me
             f"({meta.get('autoencoder', {}).get('id')}, the world's is {ae_id}); train it for this world: "
             f"worldplay train {name} --config C --world {target}"
         )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        shutil.rmtree(tmp)
-        shutil.copytree(target, tmp, ignore=shutil.ignore_patterns(name))
+    with _staged(target, copy_of=target, ignore=name) as tmp:
         save_params(module, tmp / name)
         _write_world_json(tmp, {**world_meta, name: meta})
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

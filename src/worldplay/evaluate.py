@@ -445,13 +445,18 @@ def matched_events(pred: np.ndarray, real: np.ndarray, tolerance: int = 1) -> di
     def near(x: np.ndarray) -> np.ndarray:  # True within `tolerance` frames of an event of x
         return np.convolve(x.astype(np.int32), np.ones(k, np.int32), mode="same") > 0
 
-    hit_p = int(np.sum(pred & near(real)))
-    hit_r = int(np.sum(real & near(pred)))
-    n_p, n_r = int(pred.sum()), int(real.sum())
+    return _event_scores(
+        int(np.sum(pred & near(real))), int(pred.sum()), int(np.sum(real & near(pred))), int(real.sum())
+    )
+
+
+def _event_scores(hit_p: float, n_p: int, hit_r: float, n_r: int) -> dict[str, Any]:
+    """Precision (``hit_p`` of ``n_p`` predicted events matched), recall (``hit_r`` of ``n_r`` real ones found) and
+    F1; 1.0 where there is nothing to find and nothing was predicted."""
     precision = hit_p / n_p if n_p else 1.0 if not n_r else 0.0
     recall = hit_r / n_r if n_r else 1.0 if not n_p else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "predicted": n_p, "real": n_r}
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "predicted": n_p, "real": n_r}
 
 
 def reward_evaluation(
@@ -468,7 +473,7 @@ def reward_evaluation(
     ``window`` transitions and per episode: predicted against recorded, mean absolute error and correlation.
     None for a world without a reward model or a dataset without rewards.
     """
-    if not world.has_reward or not any("rewards" in ds.read_arrays(e, ("rewards",)) for e in episodes):
+    if not world.has_reward or not ds.episodes_with("rewards", episodes):
         return None
     F = world.reward.frames
     pred_r, real_r, pred_end, real_end, ep_ok = [], [], [], [], []
@@ -478,16 +483,15 @@ def reward_evaluation(
         n = ds.episode_lengths[e]
         if n < 2:
             continue
-        arrays = ds.read_arrays(e, ("actions", "rewards", "terminals"))
+        rewards, terminals = ds.read_outcomes(e)
         frames = ds.read_frames(e, 0, n)
         z = np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, n // 256))])
         padded = np.concatenate([np.repeat(z[:1], F - 1, axis=0), z])  # frame 0 fills the frames before it
         idx = np.arange(1, n)[:, None] + np.arange(F)[None, :]  # windows ending at frame j (j = 1..n-1)
-        acts = arrays["actions"][: n - 1]  # a[j-1] made frame j
+        acts = ds.read_actions(e)[: n - 1]  # a[j-1] made frame j
         chunks = [world.predict_reward(padded[idx[c : c + 512]], acts[c : c + 512]) for c in range(0, n - 1, 512)]
         r_hat, end_hat = np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
-        r_true = arrays.get("rewards", np.zeros(n, np.float32))[: n - 1]
-        end_true = arrays.get("terminals", np.zeros(n, bool))[1:]
+        r_true, end_true = rewards[: n - 1], terminals[1:]
         pred_r.append(r_hat)
         real_r.append(r_true)
         pred_end.append(end_hat)
@@ -521,12 +525,9 @@ def reward_evaluation(
 
 def _pool_events(scores: list[dict[str, float]]) -> dict[str, float]:
     """Per-episode event matches pooled: counts summed, precision and recall weighted by them."""
-    n_p = sum(s["predicted"] for s in scores)
-    n_r = sum(s["real"] for s in scores)
-    precision = sum(s["precision"] * s["predicted"] for s in scores) / n_p if n_p else 1.0 if not n_r else 0.0
-    recall = sum(s["recall"] * s["real"] for s in scores) / n_r if n_r else 1.0 if not n_p else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "predicted": n_p, "real": n_r}
+    hit_p = sum(s["precision"] * s["predicted"] for s in scores)
+    hit_r = sum(s["recall"] * s["real"] for s in scores)
+    return _event_scores(hit_p, sum(s["predicted"] for s in scores), hit_r, sum(s["real"] for s in scores))
 
 
 def _select(summaries: dict[str, dict[str, Any]], idx: list[int]) -> dict[str, Any]:

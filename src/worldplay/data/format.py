@@ -188,13 +188,20 @@ class Dataset:
         """Actions of episode ``i``, int32 [T], without touching its frames."""
         return _read_arrays(self._episodes[i], names=("actions",))["actions"]
 
-    def read_arrays(self, i: int, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Those of the per-frame arrays ``names`` (actions, rewards, terminals) that episode ``i`` has."""
-        return _read_arrays(self._episodes[i], names=tuple(names))
+    def read_outcomes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rewards float32 [T], terminals bool [T]) of episode ``i``, without its frames; zeros for an episode
+        recorded without them."""
+        arrays = _read_arrays(self._episodes[i], names=("rewards", "terminals"))
+        T = self._episodes[i].length
+        return (
+            arrays.get("rewards", np.zeros(T, np.float32)).astype(np.float32),
+            arrays.get("terminals", np.zeros(T, bool)).astype(bool),
+        )
 
-    def episodes_with(self, name: str) -> int:
-        """How many episodes recorded the per-frame array ``name`` (e.g. ``"rewards"``)."""
-        return sum(name in e.arrays for e in self._episodes)
+    def episodes_with(self, name: str, episodes: Sequence[int] | None = None) -> int:
+        """How many episodes (of ``episodes``, default all) recorded the per-frame array ``name`` (``"rewards"``)."""
+        chosen = self._episodes if episodes is None else [self._episodes[i] for i in episodes]
+        return sum(name in e.arrays for e in chosen)
 
     def read_frames(self, i: int, start: int, length: int) -> np.ndarray:
         """Frames ``start .. start+length-1`` of episode ``i``, uint8 [length, H, W, 3].

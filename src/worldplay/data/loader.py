@@ -108,22 +108,12 @@ class WindowSource:
         else:
             out = {"frames": self.dataset.read_frames(ep, start, self.window), "actions": acts}
         if self.outcomes:
-            rewards, terminals = self.episode_outcomes(ep)
+            if ep not in self._outcomes:
+                self._outcomes[ep] = self.dataset.read_outcomes(ep)
+            rewards, terminals = self._outcomes[ep]
             out["rewards"] = rewards[start : start + self.window]
             out["terminals"] = terminals[start : start + self.window]
         return out
-
-    def episode_outcomes(self, ep: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rewards float32 [T], terminals bool [T]) of episode ``ep``; zeros where it recorded none."""
-        cached = self._outcomes.get(ep)
-        if cached is None:
-            arrays = self.dataset.read_arrays(ep, ("rewards", "terminals"))
-            T = self.dataset.episode_lengths[ep]
-            cached = self._outcomes[ep] = (
-                arrays.get("rewards", np.zeros(T, np.float32)).astype(np.float32),
-                arrays.get("terminals", np.zeros(T, bool)).astype(bool),
-            )
-        return cached
 
     def __repr__(self) -> str:
         return f"WindowSource({self.dataset.path}, window={self.window}, windows={len(self)})"

@@ -29,17 +29,8 @@ from worldplay import diffusion
 from worldplay.config import Config, config_to_dict
 from worldplay.data.format import Dataset, open_dataset
 from worldplay.errors import WorldplayError
+from worldplay.evaluate import matched_events
 from worldplay.models.reward import NEG, POS, RewardModel, reward_class
-
-
-def event_scores(pred: np.ndarray, real: np.ndarray) -> dict[str, float]:
-    """Precision, recall and F1 of boolean events (exact positions; 1.0 where there is nothing to find)."""
-    pred, real = np.asarray(pred, bool), np.asarray(real, bool)
-    tp = float(np.sum(pred & real))
-    precision = tp / pred.sum() if pred.sum() else 1.0 if not real.any() else 0.0
-    recall = tp / real.sum() if real.sum() else 1.0 if not pred.any() else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
 def class_weights(counts: np.ndarray, balance: float) -> np.ndarray:
@@ -142,12 +133,14 @@ class RewardStage:
             losses.append(float(loss))
         pred, real = np.concatenate(preds), np.concatenate(real_cls)
         out = {"eval_loss": float(np.mean(losses))}
-        for sign, c in (("neg", NEG), ("pos", POS)):
-            for k, v in event_scores(pred == c, real == c).items():
-                out[f"{sign}_{k}"] = v
+        scores = {  # windows are independent samples: an event counts at its exact position only
+            "neg": matched_events(pred == NEG, real == NEG, tolerance=0),
+            "pos": matched_events(pred == POS, real == POS, tolerance=0),
+            "end": matched_events(np.concatenate(ends), np.concatenate(real_end), tolerance=0),
+        }
+        for name, s in scores.items():
+            out.update({f"{name}_{k}": float(s[k]) for k in ("precision", "recall", "f1")})
         out["reward_f1"] = (out["neg_f1"] + out["pos_f1"]) / 2
-        for k, v in event_scores(np.concatenate(ends), np.concatenate(real_end)).items():
-            out[f"end_{k}"] = v
         self.last_eval = out
         return out, {}
 
@@ -179,13 +172,8 @@ class RewardStage:
 
 def outcome_counts(ds: Dataset, episodes: list[int]) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
     """Counts of the reward classes and of episode ends over ``episodes``, and each class's mean reward."""
-    rewards, ends = [], []
-    for e in episodes:
-        arrays = ds.read_arrays(e, ("rewards", "terminals"))
-        n = ds.episode_lengths[e]
-        rewards.append(arrays.get("rewards", np.zeros(n, np.float32)))
-        ends.append(arrays.get("terminals", np.zeros(n, bool)))
-    r, t = np.concatenate(rewards), np.concatenate(ends).astype(bool)
+    outcomes = [ds.read_outcomes(e) for e in episodes]
+    r, t = np.concatenate([o[0] for o in outcomes]), np.concatenate([o[1] for o in outcomes])
     cls = reward_class(r)
     counts = {"reward": np.bincount(cls, minlength=3), "end": np.bincount(t.astype(np.int64), minlength=2)}
     neg, pos = r[r < 0], r[r > 0]
