@@ -66,8 +66,31 @@ def fresh_toy_dataset(tmp_path) -> Path:
     return record_toy(tmp_path / "ds", episodes=4, steps=40)
 
 
+def export_videos(dataset: Path, videos: Path, logs: Path) -> None:
+    """Each episode of ``dataset`` as a folder of PNG frames, with a log of its rewards and terminals but no
+    actions: gameplay videos whose keys were not logged, for ``worldplay import --labeller``."""
+    import numpy as np
+    from PIL import Image
+
+    from worldplay.data.format import open_dataset
+
+    ds = open_dataset(dataset)
+    logs.mkdir(parents=True)
+    for i, name in enumerate(ds.episode_names):
+        ep = ds[i]
+        (videos / name).mkdir(parents=True)
+        for t, frame in enumerate(ep.frames):
+            Image.fromarray(frame).save(videos / name / f"{t:04d}.png", compress_level=1)
+        rows = [f"{float(r)},{int(d)}" for r, d in zip(ep.rewards, ep.terminals, strict=True)]
+        (logs / f"{name}.csv").write_text("reward,terminal\n" + "\n".join(rows) + "\n")
+        assert not np.any(ep.actions < 0)
+
+
 # The trained toy world: every stage on CPU with a fixed, small budget, shared by every test that needs a
-# world that has learned something (dynamics learning, play, evaluation). About six and a half minutes on 2 cores.
+# world that has learned something (dynamics learning, play, evaluation). About seven and a half minutes on 2 cores.
+# It is trained from videos without action logs: an IDM trained on 12 other, logged episodes labels them
+# (`worldplay train idm`, `worldplay import --labeller`), so every learning check below also checks that
+# labelled videos train a world (the same world from the logged actions passed the same checks).
 # It samples with one Euler step, as the shipped world does: cheaper to run and, at this budget, the keys
 # gain more at horizon 4 than with 4 steps (1.9 vs 1.5 dB, docs/evaluation.md).
 TOY_WORLD_SETS = [
@@ -82,6 +105,10 @@ TOY_WORLD_SETS = [
     "train_reward.batch_size=64", "train_reward.steps=800", "train_reward.warmup=20",
     "train_reward.eval_every=800", "train_reward.checkpoint_every=800", "train_reward.eval_batches=2",
 ]  # fmt: skip
+TOY_IDM_SETS = [
+    "data.holdout=0.2", "train_idm.batch_size=32", "train_idm.steps=400", "train_idm.warmup=20",
+    "train_idm.eval_every=400", "train_idm.checkpoint_every=400", "train_idm.eval_batches=2",
+]  # fmt: skip
 
 
 class ToyWorldTraining:
@@ -90,11 +117,15 @@ class ToyWorldTraining:
     def __init__(self, root: Path):
         self.root = root
         self.config = ROOT / "configs" / "toy.toml"
-        self.data = root / "data"
+        self.data = root / "data"  # the labelled videos: what the world trains on
+        self.recorded = root / "recorded"  # the same episodes with their logged actions
+        self.idm_data = root / "idm-data"  # other logged episodes, to train the IDM
         self.sets = [f"data.dataset={self.data}", f"train_autoencoder.runs_dir={root / 'runs'}",
                      f"train_dynamics.runs_dir={root / 'runs'}", f"train_reward.runs_dir={root / 'runs'}",
                      *TOY_WORLD_SETS]  # fmt: skip
+        self.idm_sets = [f"data.dataset={self.idm_data}", f"train_idm.runs_dir={root / 'runs'}", *TOY_IDM_SETS]
         self.error: str | None = None
+        self.logs: list[str] = []
         self.proc: subprocess.Popen | None = None
         self.stopped = False
         self.lock = threading.Lock()  # stop() and starting the next stage exclude each other
@@ -112,20 +143,36 @@ class ToyWorldTraining:
     def _run(self) -> None:
         # the random policy keeps the player away from the walls, where the keys show (sticky runs into corners);
         # 40 episodes of at most 200 frames (a game ends after 8 touches): about 6,900 frames, 260 touches
-        record_toy(self.data, episodes=40, steps=200, seed=100, policy=RandomPolicy(5))
+        record_toy(self.recorded, episodes=40, steps=200, seed=100, policy=RandomPolicy(5))
+        record_toy(self.idm_data, episodes=12, steps=200, seed=500, policy=RandomPolicy(5))
+        export_videos(self.recorded, self.root / "videos", self.root / "logs")
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
         if USER_XLA_FLAGS is not None:
             env["XLA_FLAGS"] = USER_XLA_FLAGS
-        # both stages in one `worldplay train world` (no projection: its warm-up would only add compile time)
-        cmd = [sys.executable, "-m", "worldplay", "train", "world", "--config", str(self.config), "--quiet",
-               "--no-projection", *(a for s in self.sets for a in ("--set", s))]  # fmt: skip
-        with self.lock:
-            if self.stopped:
+        worldplay = [sys.executable, "-m", "worldplay"]
+        commands = [
+            [*worldplay, "train", "idm", "--config", str(self.config), "--quiet",
+             *(a for s in self.idm_sets for a in ("--set", s))],
+            [*worldplay, "import", "--videos", str(self.root / "videos"), "--actions", str(self.root / "logs"),
+             "--labeller", str(self.idm), "--game", "toy", "--out", str(self.data), "--quiet"],
+            # every stage in one `worldplay train world` (no projection: its warm-up would only add compile time)
+            [*worldplay, "train", "world", "--config", str(self.config), "--quiet", "--no-projection",
+             *(a for s in self.sets for a in ("--set", s))],
+        ]  # fmt: skip
+        for cmd in commands:
+            with self.lock:
+                if self.stopped:
+                    return
+                self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            out, _ = self.proc.communicate()
+            if self.proc.returncode != 0:
+                self.error = f"training the toy world failed at `worldplay {' '.join(cmd[3:5])}`:\n{out}"
                 return
-            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out, _ = self.proc.communicate()
-        if self.proc.returncode != 0:
-            self.error = f"training the toy world failed:\n{out}"
+            self.logs.append(out)
+
+    @property
+    def idm(self) -> Path:
+        return self.root / "runs" / "toy" / "idm" / "model"
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: no training for a run without those tests
@@ -148,7 +195,8 @@ _TOY_WORLD = pytest.StashKey[ToyWorldTraining]()
 
 @pytest.fixture(scope="session")
 def toy_world_run(pytestconfig) -> dict:
-    """The toy world trained on 30 recorded episodes (started at collection); returns its config and paths."""
+    """The toy world trained on 40 labelled videos (started at collection); its config and paths: ``dataset`` the
+    labelled videos it trained on, ``recorded`` the same episodes with their logged actions, ``idm`` the labeller."""
     from worldplay.config import load_config
     from worldplay.train.loop import run_dir
 
@@ -156,4 +204,11 @@ def toy_world_run(pytestconfig) -> dict:
     job.thread.join()
     assert job.error is None, job.error
     cfg = load_config(job.config, job.sets)
-    return {"config": cfg, "dataset": job.data, "world": run_dir(cfg, "dynamics") / "world"}
+    return {
+        "config": cfg,
+        "dataset": job.data,
+        "recorded": job.recorded,
+        "idm": job.idm,
+        "import_log": job.logs[1],
+        "world": run_dir(cfg, "dynamics") / "world",
+    }

@@ -25,9 +25,12 @@ MIN_ACTION_GAIN_DB = 1.0
 
 @pytest.fixture(scope="module")
 def held_out(toy_world_run):
-    ds = open_dataset(toy_world_run["dataset"])
+    """The world's held-out episodes with their logged actions: the world trained on the IDM's labels of the
+    other episodes, and is driven here by the keys that were really pressed (same episode names, same split)."""
+    ds = open_dataset(toy_world_run["recorded"])
     cfg = toy_world_run["config"]
     _, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
+    assert ds.episode_names == open_dataset(toy_world_run["dataset"]).episode_names
     return ds, held
 
 

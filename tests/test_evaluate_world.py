@@ -79,7 +79,8 @@ def toy_eval(toy_world_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     argv = ["eval", str(toy_world_run["world"]), "--dataset", str(toy_world_run["dataset"]), "--out", str(out),
             "--horizons", ",".join(map(str, HORIZONS)), "--windows-per-episode", "6", "--drift-minutes", "0.2",
-            "--drift-streams", "2", "--env", "toy", "--env-streams", "4", "--quiet"]  # fmt: skip
+            "--drift-streams", "2", "--env", "toy", "--env-streams", "4", "--idm", str(toy_world_run["idm"]),
+            "--quiet"]  # fmt: skip
     assert main(argv) == 0
     return out, json.loads((out / "metrics.json").read_text())
 

@@ -10,6 +10,8 @@ A world folder holds everything ``load_world`` needs and nothing else:
                     dataset fingerprint, training steps and evaluation figures
     autoencoder/    the autoencoder's EMA weights (Orbax, float32)
     dynamics/       the dynamics model's EMA weights (Orbax, float32)
+    reward/         optional: the reward and episode-end model (``train/reward.py``)
+    idm/            optional: an inverse-dynamics model folder (``worldplay.idm``)
     prompts.npz     held-out prompt frames uint8 [K, P, H, W, 3] and their actions int32 [K, P]
 
 It is written to a temporary folder beside the target and renamed into place, so
@@ -128,13 +130,13 @@ def save_world(
     prompt_frames: np.ndarray,
     prompt_actions: np.ndarray,
     *,
-    carry: tuple[str, ...] = ("reward",),
+    carry: tuple[str, ...] = ("reward", "idm"),
 ) -> Path:
     """Write a world folder atomically (replacing an older one at ``path``).
 
-    The optional parts named in ``carry`` (e.g. the reward model) of the world being replaced are kept
-    when they were made for the same autoencoder (same latent statistics), so retraining the dynamics
-    does not drop them.
+    The optional parts named in ``carry`` of the world being replaced are kept: the reward model when it
+    was made for the same autoencoder (same latent statistics), the IDM (it reads frames) always; so
+    retraining the dynamics does not drop them.
     """
     target = Path(path)
     with _staged(target) as tmp:
@@ -185,7 +187,8 @@ def autoencoder_identity(meta: dict[str, Any]) -> str:
 
 
 def _carried_parts(old_world: Path, new_root: Path, names: tuple[str, ...], ae_id: str) -> dict[str, Any]:
-    """Copy the parts ``names`` of ``old_world`` made for autoencoder ``ae_id`` into ``new_root``; their metadata."""
+    """Copy the parts ``names`` of ``old_world`` made for autoencoder ``ae_id`` (or for none: the IDM reads frames)
+    into ``new_root``; their metadata."""
     if not (old_world / "world.json").is_file():
         return {}
     try:
@@ -195,7 +198,8 @@ def _carried_parts(old_world: Path, new_root: Path, names: tuple[str, ...], ae_i
     out = {}
     for name in names:
         part = old.get(name)
-        if isinstance(part, dict) and part.get("autoencoder", {}).get("id") == ae_id and (old_world / name).is_dir():
+        made_for = part.get("autoencoder", {"id": ae_id}) if isinstance(part, dict) else None
+        if made_for is not None and made_for.get("id") == ae_id and (old_world / name).is_dir():
             shutil.copytree(old_world / name, new_root / name)
             out[name] = part
     return out

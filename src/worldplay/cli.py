@@ -80,10 +80,37 @@ def cmd_import(args: argparse.Namespace) -> int:
         size=args.size,
         fps=args.fps,
         game=args.game,
+        labeller=args.labeller,
         progress=not args.quiet,
     )
     print(f"imported {len(written)} episodes into {args.out}")
+    if args.labeller:
+        print(label_summary(args.out, written))
     return 0
+
+
+def label_summary(dataset: str, written: Sequence[Path]) -> str:
+    """What the labeller gave the episodes just imported: how often each action, and its mean confidence."""
+    import numpy as np
+
+    from worldplay.data.format import open_dataset
+
+    ds = open_dataset(dataset)
+    names = {p.stem for p in written}
+    counts = np.zeros(len(ds.action_names), np.int64)
+    confidence, labelled = [], 0
+    for i, name in enumerate(ds.episode_names):
+        conf = ds.read_confidence(i) if name in names else None
+        if conf is not None:
+            labelled += 1
+            counts += np.bincount(ds.read_actions(i), minlength=len(ds.action_names))
+            confidence.append(conf)
+    if not labelled:
+        return "labelled 0 episodes: every video had an action log"
+    total = max(int(counts.sum()), 1)
+    hist = ", ".join(f"{n} {100 * c / total:.1f}%" for n, c in zip(ds.action_names, counts, strict=True) if c)
+    mean = float(np.concatenate(confidence).mean())
+    return f"labelled {labelled} episodes ({total} frames), mean confidence {mean:.3f}; labels: {hist}"
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -135,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from worldplay.train.loop import stage_train_config
     from worldplay.train.world import STAGES
 
-    for stage in STAGES:
+    for stage in (*STAGES, "idm"):
         runs = stage_train_config(cfg, stage).runs_dir
         check_writable(runs, f"the training run (train_{stage}.runs_dir)", folder=True)
     initialize(args.coordinator, args.num_processes, args.process_id)
@@ -147,6 +174,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from worldplay.train.autoencoder import train_autoencoder
 
         result = train_autoencoder(cfg, progress=not args.quiet)
+    elif args.stage == "idm":
+        from worldplay.checkpoint import resolve_world
+        from worldplay.train.idm import train_idm
+
+        world = None if args.world is None else resolve_world(args.world)
+        result = train_idm(cfg, world=world, progress=not args.quiet)
     elif args.stage == "reward":
         from worldplay.checkpoint import resolve_world
         from worldplay.train.reward import train_reward
@@ -193,6 +226,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.checkpoint in shipped_worlds() and not Path(args.checkpoint).exists():
         args.checkpoint = str(resolve_world(args.checkpoint))
+    from worldplay.idm import idm_folder
+
+    if (Path(args.checkpoint) / "part.json").is_file() and idm_folder(args.checkpoint) is not None:
+        from worldplay.idm import evaluate_idm, idm_markdown
+
+        result = evaluate_idm(
+            args.checkpoint, args.dataset, args.out, max_episodes=args.max_episodes,
+            ceiling_frames=args.ceiling_frames, progress=not args.quiet,
+        )  # fmt: skip
+        print(idm_markdown(result, list(result["per_action"])))
+        print(f"wrote {args.out}/metrics.json, metrics.md and confusion.png", file=sys.stderr)
+        return 0
     if (Path(args.checkpoint) / "world.json").is_file():
         from worldplay.evaluate import evaluate_world, markdown_report
 
@@ -202,7 +247,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             drift_minutes=args.drift_minutes, drift_streams=args.drift_streams, env=args.env,
             env_streams=args.env_streams, env_policy=args.env_policy, guidance=args.guidance,
             sampling_steps=args.sampling_steps, context_noise=args.context_noise, seed=args.seed,
-            progress=not args.quiet,
+            idm=args.idm, progress=not args.quiet,
         )  # fmt: skip
         print(markdown_report(result))
         print(f"wrote {args.out}/metrics.json, metrics.md, psnr.png and rollouts.mp4", file=sys.stderr)
@@ -335,7 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("import", help="import video files and action logs into a dataset")
     i.add_argument("--videos", required=True, help="folder of NAME.mp4 / NAME.gif / NAME/ (PNG frames)")
-    i.add_argument("--actions", required=True, help="folder of NAME.csv / NAME.jsonl, one row per frame")
+    i.add_argument(
+        "--actions", default=None,
+        help="folder of NAME.csv / NAME.jsonl, one row per frame (videos without a log need --labeller)",
+    )  # fmt: skip
+    i.add_argument(
+        "--labeller", default=None,
+        help="an IDM folder (or a world with idm/) that labels the videos without an action log; logs win",
+    )  # fmt: skip
     i.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     i.add_argument("--action-names", help="comma-separated action set, e.g. NOOP,UP,DOWN (required for a new dataset)")
     i.add_argument("--size", type=_size, default=(64, 64), help="frame size N or HxW (default 64)")
@@ -352,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a world (every stage) or one stage; resumes from the latest checkpoint")
     t.add_argument(
-        "stage", choices=["world", "autoencoder", "dynamics", "reward"],
-        help="world: every stage in order, each resuming; or one stage (autoencoder, then dynamics and reward)",
+        "stage", choices=["world", "autoencoder", "dynamics", "reward", "idm"],
+        help="world: every stage in order, each resuming; or one stage (autoencoder, then dynamics and reward); "
+        "idm: the inverse-dynamics model, on its own",
     )  # fmt: skip
     t.add_argument("--config", required=True, help="TOML config, e.g. configs/toy.toml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -362,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--world", default=None,
         help="reward: add the reward model to this world (folder or shipped name), trained on its autoencoder's "
-        "latents, instead of the run's own world",
+        "latents, instead of the run's own world; idm: also add the IDM to this world",
     )  # fmt: skip
     t.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="multi-process: process 0's address")
     t.add_argument("--num-processes", type=_positive, default=None, help="multi-process: processes in the run")
@@ -392,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="evaluate a world or an autoencoder on held-out episodes")
-    e.add_argument("checkpoint", help="a world folder or a shipped world's name (boxing), or an autoencoder run")
+    e.add_argument(
+        "checkpoint", help="a world folder or a shipped world's name (boxing), an IDM folder, or an autoencoder run"
+    )
     e.add_argument("--dataset", required=True)
     e.add_argument("--out", required=True, help="folder for metrics.json and images")
     e.add_argument(
@@ -408,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--env-streams", type=_positive, default=8, help="world: live games at once (8)")
     e.add_argument("--env-policy", default="sticky", help="world: the policy playing the live game (sticky)")
     e.add_argument("--guidance", type=float, default=None, help="world: guidance scale (default: the world's own)")
+    e.add_argument("--idm", default=None, help="world: the IDM scoring action following (default: the world's idm/)")
+    e.add_argument(
+        "--ceiling-frames", type=int, default=4000,
+        help="IDM: frames replayed in the emulator to measure the accuracy ceiling (ALE data; 0: skip)",
+    )  # fmt: skip
     _add_sampler_args(e)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -134,6 +134,25 @@ class RewardConfig:
         _require(0.0 <= self.balance <= 1.0, "reward.balance", f"must be in [0, 1], got {self.balance}")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdmConfig:
+    """Inverse-dynamics model (``models/idm.py``): which action turned frame t into frame t + 1, from pixels."""
+
+    before: int = 2  # frames before t it reads (t - before ... t + 1: before + 2 frames)
+    channels: tuple[int, ...] = (32, 64, 128)  # width of each stride-2 convolution
+    hidden: int = 256  # width of the MLP over the flattened features
+
+    def __post_init__(self) -> None:
+        _require(self.before >= 0, "idm.before", f"must be >= 0, got {self.before}")
+        _require(len(self.channels) >= 1, "idm.channels", "needs at least one convolution")
+        _require(all(c >= 1 for c in self.channels), "idm.channels", f"must be positive, got {self.channels}")
+        _require(self.hidden >= 1, "idm.hidden", f"must be >= 1, got {self.hidden}")
+
+    @property
+    def frames(self) -> int:
+        return self.before + 2
+
+
 # the DynamicsConfig keys that say how a trained world samples, not what it learns: free to change after training
 SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance"})
 
@@ -142,7 +161,8 @@ SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance
 class TrainConfig:
     """One stage's run of the shared training loop: batch, optimiser, schedule, EMA, logs, checkpoints.
 
-    A config has one per stage: ``[train_autoencoder]``, ``[train_dynamics]`` and ``[train_reward]``.
+    A config has one per stage: ``[train_autoencoder]``, ``[train_dynamics]``, ``[train_reward]`` and
+    ``[train_idm]``.
     """
 
     batch_size: int = 32  # per step, over all processes: frames (autoencoder) or sequences (dynamics)
@@ -193,6 +213,18 @@ class Config:
         eval_every=1000,
         eval_batches=4,
         checkpoint_every=1000,
+    )
+    idm: IdmConfig = IdmConfig()
+    # sized for the 2-core CPU: about 15 minutes on Boxing (docs/idm.md)
+    train_idm: TrainConfig = TrainConfig(
+        batch_size=64,
+        steps=3000,
+        lr=1e-3,
+        warmup=100,
+        ema_decay=0.99,
+        eval_every=500,
+        eval_batches=8,
+        checkpoint_every=500,
     )
 
     def __post_init__(self) -> None:

@@ -558,11 +558,14 @@ def evaluate_world(
     sampling_steps: int | None = None,
     context_noise: float | None = None,
     seed: int = 0,
+    idm: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """``worldplay eval WORLD --dataset D --out DIR``: paired rollouts, baselines, delta-PSNR, drift and (with
-    ``env``) the live game. Writes metrics.json, metrics.md, psnr.png and rollouts.mp4 into ``out``.
+    """``worldplay eval WORLD --dataset D --out DIR``: paired rollouts, baselines, delta-PSNR, drift, action
+    following (with an IDM: ``idm``, or the world's own ``idm/``) and (with ``env``) the live game. Writes
+    metrics.json, metrics.md, psnr.png and rollouts.mp4 into ``out``.
     ``guidance``, ``sampling_steps`` and ``context_noise`` replace the world's own sampler settings."""
+    from worldplay.idm import idm_folder
     from worldplay.world import load_world
 
     horizons = tuple(sorted(set(int(h) for h in horizons)))
@@ -578,6 +581,9 @@ def evaluate_world(
             f"{ds.path}: its actions or frame shape ({len(ds.action_names)} actions, {list(ds.frame_shape)}) "
             f"are not the world's ({len(world.action_names)} actions, {list(world.frame_shape)})"
         )
+    idm_path = idm if idm is not None else idm_folder(world_path)
+    if idm is not None and idm_folder(idm) is None:
+        raise WorldplayError(f"--idm {idm}: not an IDM folder (no part.json of kind 'idm'); see worldplay train idm")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     episodes, how = held_out_episodes(world, ds)
@@ -619,6 +625,17 @@ def evaluate_world(
         half = len(ref) // 2
         result["drift"]["real_frechet_floor"] = frechet_distance(ref[:half], ref[half:])
     result["reward"] = reward_evaluation(world, ds, episodes)
+    result["action_following"] = None
+    if idm_path is not None:
+        from worldplay.idm import action_following, load_idm
+
+        labeller = load_idm(idm_path)
+        if labeller.action_names != tuple(world.action_names):
+            raise WorldplayError(f"{labeller.path}: the IDM's actions are not the world's; use the world's own IDM")
+        result["action_following"] = {
+            "idm": str(labeller.path),
+            **action_following(labeller, frames, generated["world"], actions, prompt),
+        }
     if env:
         live = live_comparison(
             world, env, horizon=H, prompt=prompt, streams=env_streams, policy=env_policy, seed=seed,
@@ -689,6 +706,19 @@ def markdown_report(r: dict[str, Any]) -> str:
                 out.append(f"Return per {what.format(**w)} ({w['count']}): predicted against recorded, mean "
                            f"absolute error {w['mean_abs_error']:.2f}, correlation {corr}.")  # fmt: skip
         out.append("")
+    af = r.get("action_following")
+    if af:
+        out += [f"### Action following (IDM {af['idm']}, {af['windows']} windows x {af['horizon']} frames)", "",
+                "The IDM's accuracy on the world's rollouts against the commanded actions, and on the real frames "
+                "of the same windows against the recorded actions.", "",
+                "| frames | real | world |", "|---|---:|---:|",
+                f"| all | {af['real_accuracy']:.3f} | {af['world_accuracy']:.3f} |"]  # fmt: skip
+        out += [f"| horizon {k} | {v['real']:.3f} | {v['world']:.3f} |" for k, v in af["by_horizon"].items()]
+        for g, v in af["by_group"].items():
+            out.append(f"| {g} actions ({v['n']}) | {v['real']:.3f} | {v['world']:.3f} |")
+            if "real_direction" in v:
+                out.append(f"| {g} actions: direction | {v['real_direction']:.3f} | {v['world_direction']:.3f} |")
+        out += ["", f"Action-following ratio (world / real): **{af['ratio']:.3f}**.", ""]
     d = r.get("drift")
     if d:
         out += [f"### Drift ({d['streams']} streams x {d['frames_per_stream']} frames, {d['policy']} policy)", "",

@@ -21,7 +21,9 @@ episode intact.
 
 Alignment: ``actions[t]`` is the action chosen after seeing ``frames[t]``; it
 produces ``frames[t + 1]``. The last action of an episode produced no recorded
-frame. ``rewards[t]`` and ``terminals[t]`` are the outcome of ``actions[t]``.
+frame. ``rewards[t]`` and ``terminals[t]`` are the outcome of ``actions[t]``. An episode whose actions
+were labelled by an inverse-dynamics model (``worldplay import --labeller``) keeps ``confidence[t]``, the
+labeller's probability of ``actions[t]``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ DEFAULT_CHUNK_FRAMES = 8
 DEFAULT_COMPRESSION_LEVEL = 3
 _PREAMBLE = struct.Struct("<4sIQ")  # magic, format version, header length in bytes
 _EPISODE_NAME = re.compile(r"^(\d{6,})\.episode$")
-_ARRAY_DTYPES = {"actions": "<i4", "rewards": "<f4", "terminals": "|u1"}
+_ARRAY_DTYPES = {"actions": "<i4", "rewards": "<f4", "terminals": "|u1", "confidence": "<f4"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +199,10 @@ class Dataset:
             arrays.get("rewards", np.zeros(T, np.float32)).astype(np.float32),
             arrays.get("terminals", np.zeros(T, bool)).astype(bool),
         )
+
+    def read_confidence(self, i: int) -> np.ndarray | None:
+        """The labeller's probability of each action of episode ``i`` (float32 [T]); None for logged actions."""
+        return _read_arrays(self._episodes[i], names=("confidence",)).get("confidence")
 
     def episodes_with(self, name: str, episodes: Sequence[int] | None = None) -> int:
         """How many episodes (of ``episodes``, default all) recorded the per-frame array ``name`` (``"rewards"``)."""
@@ -403,6 +409,7 @@ def encode_episode(
     *,
     rewards: np.ndarray | None = None,
     terminals: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
     meta: Mapping[str, Any] | None = None,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     level: int = DEFAULT_COMPRESSION_LEVEL,
@@ -413,7 +420,7 @@ def encode_episode(
     sections: list[bytes] = []
     offset = 0
     arrays: dict[str, dict[str, Any]] = {}
-    for name, arr in (("actions", actions), ("rewards", rewards), ("terminals", terminals)):
+    for name, arr in (("actions", actions), ("rewards", rewards), ("terminals", terminals), ("confidence", confidence)):
         if arr is None:
             continue
         data = np.ascontiguousarray(arr, dtype=_ARRAY_DTYPES[name]).tobytes()
@@ -515,7 +522,7 @@ class DatasetWriter:
         write_json_atomic(info_path, info)
         return cls(path)
 
-    def _check(self, frames: np.ndarray, actions: np.ndarray, rewards, terminals) -> None:
+    def _check(self, frames: np.ndarray, actions: np.ndarray, rewards, terminals, confidence=None) -> None:
         if frames.dtype != np.uint8 or frames.ndim != 4 or tuple(frames.shape[1:]) != self.frame_shape:
             raise DatasetError(
                 f"frames must be uint8 [T, {', '.join(map(str, self.frame_shape))}], "
@@ -532,7 +539,7 @@ class DatasetWriter:
         bad = np.flatnonzero((actions < 0) | (actions >= n))
         if bad.size:
             raise DatasetError(f"action {int(actions[bad[0]])} at frame {int(bad[0])} is out of range [0, {n})")
-        for name, arr in (("rewards", rewards), ("terminals", terminals)):
+        for name, arr in (("rewards", rewards), ("terminals", terminals), ("confidence", confidence)):
             if arr is not None and np.shape(arr) != (T,):
                 raise DatasetError(f"{name} must have shape [{T}], got {list(np.shape(arr))}")
 
@@ -547,16 +554,18 @@ class DatasetWriter:
         *,
         rewards: np.ndarray | None = None,
         terminals: np.ndarray | None = None,
+        confidence: np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write an episode to a hidden temporary file, durable but invisible to readers."""
         actions = np.asarray(actions)
-        self._check(frames, actions, rewards, terminals)
+        self._check(frames, actions, rewards, terminals, confidence)
         blob = encode_episode(
             frames,
             actions,
             rewards=rewards,
             terminals=terminals,
+            confidence=confidence,
             meta=meta,
             chunk_frames=self.chunk_frames,
         )
@@ -676,6 +685,8 @@ def _validate_episode(
             bad.append(f"action {int(arr[t])} at frame {t} is out of range [0, {n_actions})")
         elif name == "rewards" and not np.isfinite(arr).all():
             bad.append("rewards contain NaN or infinity")
+        elif name == "confidence" and not ((arr >= 0) & (arr <= 1)).all():
+            bad.append("confidence values outside [0, 1]")
     for k, (off, nbytes, crc) in enumerate(e.chunks):
         blob = data[off : off + nbytes]
         if zlib.crc32(blob) != crc:

@@ -5,6 +5,11 @@ PNG frames) pairs with ``ACTIONS/NAME.csv`` or ``ACTIONS/NAME.jsonl``: one row p
 frame, row ``t`` holding the action taken at frame ``t`` (by name or index) and
 optionally its ``reward`` and ``terminal``.
 
+Videos without an action log are labelled by an inverse-dynamics model (``--labeller IDM``,
+``worldplay train idm``): each frame gets the most likely action and its probability, kept as the
+episode's ``confidence`` array. Logged and unlogged videos can be mixed; a log wins over the
+labeller, and the dataset's action names are the labeller's.
+
 Everything is checked before anything becomes visible: all logs are parsed first,
 then each video is decoded and staged. Any error (missing or extra rows, unknown
 action, unreadable video, frame count mismatch, empty input) names the file and
@@ -38,7 +43,7 @@ _FALSE = {"0", "false", "no", "f", "n", ""}
 @dataclasses.dataclass
 class ActionLog:
     path: Path
-    actions: np.ndarray  # [T] int32
+    actions: np.ndarray | None  # [T] int32; None: a log without actions, for a labelled video
     rewards: np.ndarray | None  # [T] float32
     terminals: np.ndarray | None  # [T] bool
     lines: list[int]  # file line of each row, for error messages
@@ -78,11 +83,11 @@ def _parse_float(value: object, where: str) -> float:
     return x
 
 
-def _rows_csv(path: Path) -> list[tuple[int, dict[str, object]]]:
+def _rows_csv(path: Path, labelled: bool = False) -> list[tuple[int, dict[str, object]]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = [h.strip() for h in (reader.fieldnames or [])]
-        if "action" not in fields:
+        if "action" not in fields and not labelled:
             raise ImportInputError(
                 f"{path} line 1: the header must name an 'action' column (got {fields or 'nothing'}); "
                 "e.g. 'action,reward,terminal'"
@@ -98,7 +103,7 @@ def _rows_csv(path: Path) -> list[tuple[int, dict[str, object]]]:
     return rows
 
 
-def _rows_jsonl(path: Path) -> list[tuple[int, dict[str, object]]]:
+def _rows_jsonl(path: Path, labelled: bool = False) -> list[tuple[int, dict[str, object]]]:
     rows = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -108,17 +113,18 @@ def _rows_jsonl(path: Path) -> list[tuple[int, dict[str, object]]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ImportInputError(f"{path} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or "action" not in obj:
+            if not isinstance(obj, dict) or ("action" not in obj and not labelled):
                 raise ImportInputError(f'{path} line {n}: expected an object with an "action" key')
             rows.append((n, obj))
     return rows
 
 
-def read_action_log(path: str | os.PathLike[str], action_names: Sequence[str]) -> ActionLog:
-    """Parse one action log; errors name the file and line."""
+def read_action_log(path: str | os.PathLike[str], action_names: Sequence[str], *, labelled: bool = False) -> ActionLog:
+    """Parse one action log; errors name the file and line. With ``labelled`` (a labeller will give the actions)
+    a log may have no ``action`` column: its actions are None and only its rewards and terminals count."""
     path = Path(path)
     try:
-        rows = _rows_csv(path) if path.suffix.lower() == ".csv" else _rows_jsonl(path)
+        rows = _rows_csv(path, labelled) if path.suffix.lower() == ".csv" else _rows_jsonl(path, labelled)
     except UnicodeDecodeError:
         raise ImportInputError(f"{path}: not a text file") from None
     except csv.Error as e:
@@ -126,7 +132,10 @@ def read_action_log(path: str | os.PathLike[str], action_names: Sequence[str]) -
     if not rows:
         raise ImportInputError(f"{path}: no rows; an action log needs one row per video frame")
     names = list(action_names)
-    actions = [_action_index(r.get("action"), names, f"{path} line {n}") for n, r in rows]
+    if labelled and all("action" not in r for _, r in rows):
+        actions = None
+    else:
+        actions = np.array([_action_index(r.get("action"), names, f"{path} line {n}") for n, r in rows], np.int32)
     has_reward = any(str(r.get("reward", "")).strip() != "" for _, r in rows)
     has_terminal = any(str(r.get("terminal", "")).strip() != "" for _, r in rows)
     rewards = (
@@ -139,7 +148,7 @@ def read_action_log(path: str | os.PathLike[str], action_names: Sequence[str]) -
         if has_terminal
         else None
     )
-    return ActionLog(path, np.array(actions, np.int32), rewards, terminals, [n for n, _ in rows])
+    return ActionLog(path, actions, rewards, terminals, [n for n, _ in rows])
 
 
 def _action_names_hint(logs: list[Path]) -> str:
@@ -173,10 +182,13 @@ def _action_names_hint(logs: list[Path]) -> str:
     )
 
 
-def find_pairs(videos: Path, actions: Path) -> list[tuple[Path, Path]]:
-    """Match ``VIDEOS/NAME.ext`` (or ``NAME/`` of PNGs) with ``ACTIONS/NAME.csv|jsonl``."""
+def find_pairs(videos: Path, actions: Path | None, *, unlogged: bool = False) -> list[tuple[Path, Path | None]]:
+    """Match ``VIDEOS/NAME.ext`` (or ``NAME/`` of PNGs) with ``ACTIONS/NAME.csv|jsonl``; with ``unlogged``
+    (a labeller is given) a video may have no log (None)."""
+    if actions is None and not unlogged:
+        raise ImportInputError("--actions is required: a folder of action logs (or label the videos: --labeller IDM)")
     for d, what in ((videos, "--videos"), (actions, "--actions")):
-        if not d.is_dir():
+        if d is not None and not d.is_dir():
             raise ImportInputError(f"{what} {d}: no such folder")
     vids: dict[str, Path] = {}
     for p in sorted(videos.iterdir()):
@@ -188,7 +200,7 @@ def find_pairs(videos: Path, actions: Path) -> list[tuple[Path, Path]]:
                 raise ImportInputError(f"{p}: two videos named {p.stem!r} ({vids[p.stem].name} and {p.name})")
             vids[p.stem] = p
     logs: dict[str, Path] = {}
-    for p in sorted(actions.iterdir()):
+    for p in sorted(actions.iterdir()) if actions is not None else []:
         if p.is_file() and p.suffix.lower() in LOG_SUFFIXES:
             if p.stem in logs:
                 raise ImportInputError(f"{p}: two action logs named {p.stem!r}")
@@ -198,20 +210,22 @@ def find_pairs(videos: Path, actions: Path) -> list[tuple[Path, Path]]:
             f"--videos {videos}: no videos found (expected {', '.join(VIDEO_SUFFIXES)} files or folders of PNG frames)"
         )
     for stem, v in vids.items():
-        if stem not in logs:
-            raise ImportInputError(f"{v}: no action log; expected {actions / stem}.csv or .jsonl")
+        if stem not in logs and not unlogged:
+            raise ImportInputError(
+                f"{v}: no action log; expected {actions / stem}.csv or .jsonl (or label it: --labeller IDM)"
+            )
     for stem, a in logs.items():
         if stem not in vids:
             raise ImportInputError(f"{a}: no video named {stem!r} in {videos}")
-    return [(vids[s], logs[s]) for s in sorted(vids)]
+    return [(vids[s], logs.get(s)) for s in sorted(vids)]
 
 
-def _decode(video: Path, log: ActionLog, size: tuple[int, int]) -> np.ndarray:
-    n_rows = len(log.actions)
+def _decode(video: Path, log: ActionLog | None, size: tuple[int, int]) -> np.ndarray:
+    n_rows = len(log.lines) if log is not None else -1
     frames = []
     try:
         for frame in iter_video(video):
-            if len(frames) == n_rows:
+            if len(frames) == n_rows and log is not None:
                 raise ImportInputError(
                     f"{log.path}: {n_rows} rows but {video} has more frames; "
                     "an action log needs exactly one row per frame"
@@ -223,7 +237,7 @@ def _decode(video: Path, log: ActionLog, size: tuple[int, int]) -> np.ndarray:
         raise ImportInputError(f"{video}: unreadable video ({type(e).__name__}: {e})") from e
     if not frames:
         raise ImportInputError(f"{video}: no frames could be read")
-    if len(frames) < n_rows:
+    if log is not None and len(frames) < n_rows:
         raise ImportInputError(
             f"{log.path} line {log.lines[len(frames)]}: extra row; {video} has only {len(frames)} "
             f"frames and the log has {n_rows} rows (one row per frame)"
@@ -240,11 +254,30 @@ def import_videos(
     size: tuple[int, int] = (64, 64),
     fps: float = 15.0,
     game: str | None = None,
+    labeller: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Import every video/log pair into ``out`` (created or appended to). All or nothing."""
-    videos, actions, out = Path(videos), Path(actions), Path(out)
-    pairs = find_pairs(videos, actions)
+    """Import every video of ``videos`` into ``out`` (created or appended to), with its action log from
+    ``actions`` or, without one, labelled by the IDM ``labeller``. All or nothing."""
+    videos, out = Path(videos), Path(out)
+    actions = None if actions is None else Path(actions)
+    pairs = find_pairs(videos, actions, unlogged=labeller is not None)
+    idm = None
+    if labeller is not None:
+        from worldplay.idm import load_idm
+
+        idm = load_idm(labeller)
+        if action_names is not None and tuple(action_names) != idm.action_names:
+            raise ImportInputError(
+                f"--action-names {','.join(action_names)}: the labeller {labeller} has the actions "
+                f"{','.join(idm.action_names)}; the dataset's actions are the labeller's (drop --action-names)"
+            )
+        if tuple(size) != idm.frame_shape[:2]:
+            raise ImportInputError(
+                f"--size {size[0]}x{size[1]}: the labeller {labeller} reads {idm.frame_shape[0]}x"
+                f"{idm.frame_shape[1]} frames; import at --size {idm.frame_shape[0]}x{idm.frame_shape[1]}"
+            )
+        action_names = idm.action_names
     existing = (out / "dataset.json").exists()
     if existing:
         ds = open_dataset(out)
@@ -257,10 +290,10 @@ def import_videos(
         if ds.frame_shape[:2] != tuple(size):
             raise DatasetError(f"{out}: existing dataset has {ds.frame_shape[:2]} frames, --size gives {size}")
     elif action_names is None:
-        raise ImportInputError(_action_names_hint([a for _, a in pairs]))
+        raise ImportInputError(_action_names_hint([a for _, a in pairs if a is not None]))
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: exists and is not a worldplay dataset; choose another --out")
-    logs = [read_action_log(a, list(action_names)) for _, a in pairs]  # all logs first: cheap
+    logs = [None if a is None else read_action_log(a, list(action_names), labelled=idm is not None) for _, a in pairs]
 
     # A new dataset is built in a hidden sibling folder and renamed into place at the
     # end; an existing one gets staged episodes that are committed only at the end.
@@ -272,12 +305,25 @@ def import_videos(
     try:
         for (video, _), log in tqdm(list(zip(pairs, logs, strict=True)), desc="import", disable=not progress):
             frames = _decode(video, log, size)
-            meta = {"source": "import", "video": video.name, "actions_log": log.path.name, "fps": fps}
+            meta = {"source": "import", "video": video.name, "fps": fps}
             if game:
                 meta["game"] = game
-            staged.append(
-                writer.stage_episode(frames, log.actions, rewards=log.rewards, terminals=log.terminals, meta=meta)
-            )
+            if log is not None:
+                meta["actions_log"] = log.path.name
+            if log is not None and log.actions is not None:
+                staged.append(
+                    writer.stage_episode(frames, log.actions, rewards=log.rewards, terminals=log.terminals, meta=meta)
+                )
+            else:
+                assert idm is not None
+                labels, confidence = idm.label(frames)
+                meta.update(labeller=str(idm.path), mean_confidence=round(float(confidence.mean()), 4))
+                rewards, terminals = (log.rewards, log.terminals) if log is not None else (None, None)
+                staged.append(
+                    writer.stage_episode(
+                        frames, labels, rewards=rewards, terminals=terminals, confidence=confidence, meta=meta
+                    )
+                )
         if existing:
             return [writer.commit(s) for s in staged]
         paths = [writer.commit(s) for s in staged]

@@ -224,7 +224,12 @@ def _checkpoint_manager(path: Path, keep: int) -> ocp.CheckpointManager:
 
 
 # The config sections that fix a stage's parameter shapes: a run can only resume with the same values.
-MODEL_SECTIONS = {"autoencoder": ("autoencoder",), "dynamics": ("autoencoder", "dynamics"), "reward": ("reward",)}
+MODEL_SECTIONS = {
+    "autoencoder": ("autoencoder",),
+    "dynamics": ("autoencoder", "dynamics"),
+    "reward": ("reward",),
+    "idm": ("idm",),
+}
 
 
 def preflight(cfg: Config, stage_name: str) -> None:
