@@ -132,9 +132,10 @@ def test_import_without_logs_needs_a_labeller_and_the_labellers_actions(random_i
 # ---------------------------------------------------------------------------
 
 # Where the player moved, the direction the IDM reads must be the one pressed. The toy game has no sticky
-# actions and moves the player 8 pixels a step, so a perfect IDM scores 1.0 there; the fixture's IDM
-# (400 steps on 12 episodes, about a minute) measured 0.98 on held-out episodes.
-MIN_DIRECTION_ACCURACY = 0.95
+# actions and only the keys move the player, so a perfect IDM scores 1.0 there, and one that ignored the frames
+# 0.25 (four directions). IDMs of the fixture's budget (400 to 600 steps on 12 episodes, about a minute) measured
+# 0.949 to 0.981 on the 195 moves of their 2 held-out episodes; 0.9 leaves three standard errors of such a sample.
+MIN_DIRECTION_ACCURACY = 0.9
 
 
 @pytest.mark.slow
@@ -198,3 +199,27 @@ def test_a_world_folder_carries_its_idm(random_idm, toy_world_run, tmp_path):
     assert meta["idm"]["action_names"] == NAMES and idm_folder(world) == world / "idm"
     load_world(world)  # its files check out
     assert load_idm(world).path == world / "idm"
+
+
+def test_replay_measures_what_the_next_frame_shows_on_atari(tmp_path):
+    """An ALE recording replays exactly in the emulator; the ceiling is a share, and a perfect labeller (the
+    recorded action wherever the next frame shows it alone) scores 1 on those frames."""
+    from worldplay.data.record import record
+    from worldplay.data.sources import make_source
+    from worldplay.idm import replay_ceiling
+    from worldplay.policies import StickyPolicy
+
+    source = make_source("ale:Boxing")
+    record(
+        source, StickyPolicy(len(source.action_names)), tmp_path / "ds", episodes=1, steps=40, seed=3, progress=False
+    )
+    ds = open_dataset(tmp_path / "ds")
+    c = replay_ceiling(ds, [0], max_frames=30)
+    assert c is not None and c["frames"] == 30
+    assert 0 < c["top1"] <= 1 and 0 <= c["sticky_repeat_made_frame"] < 0.5
+    shown = c["shown"][0]
+    assert shown["direction"].shape == shown["action"].shape == (30,)
+    names = ds.action_names
+    actions = ds.read_actions(0)
+    assert all(direction(names[actions[t]]) for t in np.flatnonzero(shown["direction"]))
+    assert replay_ceiling(open_dataset(ds.path), [], max_frames=30) is None  # nothing from ALE: no ceiling

@@ -128,6 +128,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"games        {', '.join(info['games']) or '-'}")
         print(f"frames       {info['frames']} of {'x'.join(map(str, info['frame_shape']))} at {info['fps']:g} fps")
         print(f"episodes     {info['episodes']} (length min {el['min']}, mean {el['mean']:.0f}, max {el['max']})")
+        if info["labelled_episodes"]:
+            print(f"labelled     {info['labelled_episodes']} episodes' actions come from an IDM (import --labeller)")
         print(f"on disk      {mb:.1f} MB, frames compressed {ratio:.1f}x" if ratio else f"on disk      {mb:.1f} MB")
         print("actions")
         total = max(1, info["frames"])

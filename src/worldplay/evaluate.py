@@ -222,19 +222,20 @@ def latent_features(z_NhwC: np.ndarray) -> np.ndarray:
     return z.reshape(N, 2, h // 2, 2, w // 2, C).mean(axis=(2, 4)).reshape(N, 4 * C)
 
 
-def held_out_episodes(world: Any, ds: Any) -> tuple[list[int], str]:
-    """The episodes of ``ds`` the world did not train on, and a sentence saying how they were chosen."""
-    trained_on = world.meta.get("dataset", {})
-    split = world.meta.get("data")
+def held_out_episodes(model: Any, ds: Any) -> tuple[list[int], str]:
+    """The episodes of ``ds`` a model (a world, or an IDM: anything with ``meta``) did not train on, and a
+    sentence saying how they were chosen."""
+    trained_on = model.meta.get("dataset", {})
+    split = model.meta.get("data")
     if trained_on.get("fingerprint") == ds.fingerprint():
         if not split:
             raise WorldplayError(
-                f"{ds.path} is the dataset this world trained on, but the world does not say which episodes "
-                "it held out (world.json has no 'data' section with 'holdout' and 'seed')"
+                f"{ds.path} is the dataset this model trained on, but the model does not say which episodes "
+                "it held out (its metadata has no 'data' section with 'holdout' and 'seed')"
             )
         _, held = split_episodes(ds, split["holdout"], split["seed"])
-        return held, f"the world's own held-out split (holdout {split['holdout']}, seed {split['seed']})"
-    return list(range(len(ds))), "all episodes (not the dataset this world trained on)"
+        return held, f"the model's own held-out split (holdout {split['holdout']}, seed {split['seed']})"
+    return list(range(len(ds))), "all episodes (not the dataset the model trained on)"
 
 
 def episode_windows(

@@ -328,17 +328,6 @@ def replay_ceiling(
     }
 
 
-def held_out(meta: dict[str, Any], ds: Any) -> tuple[list[int], str]:
-    """The episodes of ``ds`` a model (world or IDM, by its metadata) did not train on, and how they were chosen."""
-    from worldplay.data.loader import split_episodes
-
-    if meta.get("dataset", {}).get("fingerprint") == ds.fingerprint() and meta.get("data"):
-        split = meta["data"]
-        _, held = split_episodes(ds, split["holdout"], split["seed"])
-        return held, f"the model's own held-out split (holdout {split['holdout']}, seed {split['seed']})"
-    return list(range(len(ds))), "all episodes (not the dataset the model trained on)"
-
-
 def evaluate_idm(
     idm_path: str | os.PathLike[str],
     dataset: str | os.PathLike[str],
@@ -353,6 +342,7 @@ def evaluate_idm(
     from tqdm import tqdm
 
     from worldplay.data.format import open_dataset
+    from worldplay.evaluate import held_out_episodes
 
     idm = load_idm(idm_path)
     ds = open_dataset(dataset)
@@ -361,7 +351,7 @@ def evaluate_idm(
             f"{ds.path}: its actions or frames ({len(ds.action_names)} actions, {list(ds.frame_shape)}) are not "
             f"the IDM's ({len(idm.action_names)} actions, {list(idm.frame_shape)})"
         )
-    episodes, how = held_out(idm.meta, ds)
+    episodes, how = held_out_episodes(idm, ds)
     episodes = episodes[:max_episodes] if max_episodes else episodes
     preds, trues, moved_all, confs = [], [], [], []
     moved_by_episode: dict[int, np.ndarray] = {}

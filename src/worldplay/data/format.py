@@ -735,4 +735,5 @@ def summarize(ds: Dataset) -> dict[str, Any]:
         "compression_ratio": raw / compressed if compressed else None,
         "fingerprint": ds.fingerprint(),
         "games": sorted({str(ds.episode_meta(i).get("game", "?")) for i in range(len(ds))}),
+        "labelled_episodes": ds.episodes_with("confidence"),  # actions from an IDM (import --labeller)
     }
