@@ -117,10 +117,10 @@ class Idm:
         graphdef, state = nnx.split(self.model)
 
         @jax.jit
-        def probs(frames_BFHWC: jax.Array) -> jax.Array:
+        def probs(state: nnx.State, frames_BFHWC: jax.Array) -> jax.Array:  # weights as an argument, not constants
             return jax.nn.softmax(nnx.merge(graphdef, state)(frames_BFHWC), axis=-1)
 
-        return probs
+        return lambda frames_BFHWC: probs(state, frames_BFHWC)
 
     def probabilities(self, windows_BFHWC: np.ndarray) -> np.ndarray:
         """Action probabilities [B, A] for windows of ``before + 2`` frames (t - before ... t + 1)."""
