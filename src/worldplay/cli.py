@@ -230,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.checkpoint = str(resolve_world(args.checkpoint))
     from worldplay.idm import idm_folder
 
-    if (Path(args.checkpoint) / "part.json").is_file() and idm_folder(args.checkpoint) is not None:
+    if idm_folder(args.checkpoint) == Path(args.checkpoint):  # an IDM folder itself, not a world holding one
         from worldplay.idm import evaluate_idm, idm_markdown
 
         result = evaluate_idm(

@@ -51,6 +51,16 @@ def is_noop(name: str) -> bool:
     return not direction(name) and not fires(name)
 
 
+def action_parts(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per action index: its direction (str [A]), whether it fires (bool [A]), whether it is a no-op (bool [A]).
+    Index them with an array of actions."""
+    return (
+        np.array([direction(n) for n in names]),
+        np.array([fires(n) for n in names], bool),
+        np.array([is_noop(n) for n in names], bool),
+    )
+
+
 # ---------------------------------------------------------------------------
 # Player locators: where the player is in a frame, to tell moved from not moved
 # ---------------------------------------------------------------------------
@@ -227,11 +237,8 @@ def _accuracy(hit: np.ndarray) -> dict[str, Any]:
 
 def group_scores(pred: np.ndarray, true: np.ndarray, names: Sequence[str], moved: np.ndarray | None) -> dict:
     """Accuracy by what the frames can show (see the module docstring)."""
-    names = list(names)
-    d_true = np.array([direction(names[a]) for a in true])
-    d_pred = np.array([direction(names[a]) for a in pred])
-    f_true = np.array([fires(names[a]) for a in true], bool)
-    f_pred = np.array([fires(names[a]) for a in pred], bool)
+    dirs, fire, noop = action_parts(names)
+    d_true, d_pred, f_true = dirs[true], dirs[pred], fire[true]
     has_dir = d_true != ""
     mask = has_dir if moved is None else has_dir & moved
     return {
@@ -239,8 +246,8 @@ def group_scores(pred: np.ndarray, true: np.ndarray, names: Sequence[str], moved
             **_accuracy(d_pred[mask] == d_true[mask]),
             "where": "the player moved at least 1 pixel" if moved is not None else "every action with a direction",
         },
-        "fire": _accuracy(f_pred[f_true]),
-        "noop": _accuracy(np.array([is_noop(names[a]) for a in pred[~has_dir & ~f_true]], bool)),
+        "fire": _accuracy(fire[pred][f_true]),
+        "noop": _accuracy(noop[pred[~has_dir & ~f_true]]),
     }
 
 
@@ -353,8 +360,8 @@ def evaluate_idm(
         )
     episodes, how = held_out_episodes(idm, ds)
     episodes = episodes[:max_episodes] if max_episodes else episodes
-    preds, trues, moved_all, confs = [], [], [], []
-    moved_by_episode: dict[int, np.ndarray] = {}
+    preds, trues, confs = [], [], []
+    moved_by_episode: dict[int, np.ndarray] = {}  # per episode [T - 1], for a game with a player locator
     has_locator = True
     for e in tqdm(episodes, desc="IDM eval", unit="episode", disable=not progress):
         frames = ds.read_frames(e, 0, ds.episode_lengths[e])
@@ -365,8 +372,7 @@ def evaluate_idm(
         confs.append(conf[:-1])
         moved = player_moved(frames, ds.episode_meta(e).get("game"))
         has_locator &= moved is not None
-        moved_all.append(moved if moved is not None else np.zeros(len(frames) - 1, bool))
-        moved_by_episode[e] = moved_all[-1]
+        moved_by_episode[e] = moved if moved is not None else np.zeros(len(frames) - 1, bool)
     pred, true = np.concatenate(preds), np.concatenate(trues)
     names = idm.action_names
     A = len(names)
@@ -381,7 +387,9 @@ def evaluate_idm(
         "top1": float(np.mean(pred == true)),
         "mean_confidence": float(np.mean(np.concatenate(confs))),
         "per_action": {n: _accuracy(pred[true == a] == a) for a, n in enumerate(names)},
-        "groups": group_scores(pred, true, names, np.concatenate(moved_all) if has_locator else None),
+        "groups": group_scores(
+            pred, true, names, np.concatenate(list(moved_by_episode.values())) if has_locator else None
+        ),
         "confusion": confusion.tolist(),
         "ceiling": replay_ceiling(ds, episodes, ceiling_frames, moved_by_episode if has_locator else None)
         if ceiling_frames > 0
@@ -392,12 +400,8 @@ def evaluate_idm(
         offsets = dict(zip(episodes, np.cumsum([0, *(len(p) for p in preds[:-1])]).tolist(), strict=True))
         for key, what in (("direction", "direction_shown"), ("action", "action_shown")):
             idx = np.concatenate([offsets[e] + np.flatnonzero(m[key]) for e, m in shown.items()])
-            p_, t_ = pred[idx], true[idx]
-            hit = (
-                np.array([direction(names[a]) == direction(names[b]) for a, b in zip(p_, t_, strict=True)], bool)
-                if key == "direction"
-                else p_ == t_
-            )
+            dirs = action_parts(names)[0]
+            hit = dirs[pred[idx]] == dirs[true[idx]] if key == "direction" else pred[idx] == true[idx]
             result["groups"][what] = {
                 **_accuracy(hit),
                 "where": f"the emulator shows the next frame could only come from the recorded {key}",
@@ -495,11 +499,8 @@ def action_following(
         pred = idm.probabilities(windows).argmax(-1).reshape(B, H)
         hits[name] = (pred == commanded, pred)
     horizon = np.broadcast_to(np.arange(1, H + 1), (B, H))
-    groups = {
-        "movement": np.vectorize(lambda a: bool(direction(names[a])))(commanded),
-        "fire": np.vectorize(lambda a: fires(names[a]))(commanded),
-        "noop": np.vectorize(lambda a: is_noop(names[a]))(commanded),
-    }
+    dirs, fire, noop = action_parts(names)
+    groups = {"movement": dirs[commanded] != "", "fire": fire[commanded], "noop": noop[commanded]}
     out: dict[str, Any] = {
         "real_accuracy": float(hits["real"][0].mean()),
         "world_accuracy": float(hits["world"][0].mean()),
@@ -514,13 +515,11 @@ def action_following(
         if m.any():
             key = f"{lo}-{min(hi, H)}"
             out["by_horizon"][key] = {k: float(hits[k][0][m].mean()) for k in ("real", "world")}
-    d_cmd = np.vectorize(direction)(np.asarray(names)[commanded])
     for gname, m in groups.items():
         if m.any():
             entry = {k: float(hits[k][0][m].mean()) for k in ("real", "world")}
             if gname == "movement":
                 for k in ("real", "world"):
-                    d_pred = np.vectorize(direction)(np.asarray(names)[hits[k][1]])
-                    entry[f"{k}_direction"] = float((d_pred == d_cmd)[m].mean())
+                    entry[f"{k}_direction"] = float((dirs[hits[k][1]] == dirs[commanded])[m].mean())
             out["by_group"][gname] = {"n": int(m.sum()), **entry}
     return out
