@@ -100,6 +100,11 @@ def test_metrics_json_keeps_its_keys(toy_eval):
     for name in ("metrics.md", "psnr.png", "rollouts.mp4"):
         assert (out / name).stat().st_size > 0, name
     assert "| 4 |" in (out / "metrics.md").read_text()
+    # the reward model on held-out real frames, and on the world's one-step predictions of the same transitions
+    rw = m["reward"]
+    assert 0 <= rw["f1"] <= 1 and 0 <= rw["world_frames"]["f1"] <= 1
+    assert rw["world_frames"]["positive"]["real"] == rw["positive"]["real"] > 0
+    assert "positive, world's one-step frames" in (out / "metrics.md").read_text()
 
 
 @pytest.mark.slow

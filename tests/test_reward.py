@@ -21,7 +21,8 @@ from worldplay import WorldModelEnv, WorldModelVectorEnv
 from worldplay.checkpoint import CheckpointError, attach_part, autoencoder_identity, read_world_meta, save_world
 from worldplay.config import AutoencoderConfig, DynamicsConfig, RewardConfig, config_to_dict
 from worldplay.data.format import open_dataset
-from worldplay.evaluate import matched_events, record_rollouts
+from worldplay.errors import WorldplayError
+from worldplay.evaluate import matched_events, record_rollouts, reward_evaluation
 from worldplay.models.autoencoder import Autoencoder
 from worldplay.models.dynamics import Dynamics
 from worldplay.models.reward import NEG, NONE, POS, RewardModel, reward_class
@@ -147,6 +148,39 @@ def test_envs_give_rewards_and_ends_and_the_vector_env_restarts_each_stream(plai
     # NEXT_STEP autoreset: every stream restarts on its own at the next step, reward 0, not ended
     _, rewards, terms, _, infos = envs.step(np.array([0, 0, 0]))
     assert rewards.tolist() == [0.0] * 3 and not terms.any() and infos["_prompt_index"].all()
+
+
+def test_one_step_predictions_read_the_real_past_and_the_action_before(plain_world, tmp_path, toy_dataset):
+    """Frame t of ``one_step_latents`` is the world's sample from the real frames before t and the action at t - 1:
+    the real frame t itself does not change it (it only goes into the cache afterwards), that action does."""
+    world = load_world(_with_reward(plain_world, tmp_path, bias=(0.0, 5.0, 0.0, -5.0)))
+    ds = open_dataset(toy_dataset)
+    frames, acts = ds.read_frames(0, 0, 6), ds.read_actions(0)[:6]
+    z = np.asarray(world.encode(frames))[None].repeat(2, 0)  # two streams: they sample their own noise
+    a = np.stack([acts, acts])
+    pred = world.one_step_latents(z, a, seed=3)
+    assert pred.shape == z.shape
+    np.testing.assert_array_equal(pred[:, 0], z[:, 0])  # frame 0 is the real one
+    np.testing.assert_array_equal(pred, world.one_step_latents(z, a, seed=3))  # the seed fixes the samples
+
+    def changed(z_change=0.0, other_action=False):  # stream 0 again, with the real frame 2 or the action at 3 changed
+        z1, a1 = z[:1].copy(), a[:1].copy()
+        z1[0, 2] += z_change
+        a1[0, 3] = (a1[0, 3] + int(other_action)) % len(world.action_names)
+        return world.one_step_latents(z1, a1, seed=3)[0]
+
+    p0 = world.one_step_latents(z[:1], a[:1], seed=3)[0]
+    p1 = changed(z_change=1.0)
+    np.testing.assert_allclose(p0[:3], p1[:3], atol=1e-5)  # up to frame 2 itself: the same past
+    assert np.abs(p0[3] - p1[3]).max() > 1e-3  # frame 3 is sampled after the changed real frame 2
+    p2 = changed(other_action=True)
+    np.testing.assert_allclose(p0[:4], p2[:4], atol=1e-5)
+    assert np.abs(p0[4] - p2[4]).max() > 1e-3  # the action at frame 3 made frame 4
+    with pytest.raises(WorldplayError, match="actions: expected shape"):
+        world.one_step_latents(z, a[:, :3])
+    # the reward metrics on those predictions (this model says "no reward" whatever it reads)
+    r = reward_evaluation(world, ds, [0, 1], world_frames=True)
+    assert r["positive"]["predicted"] == 0 and r["transitions"] == sum(ds.episode_lengths[:2]) - 2
 
 
 def test_rollouts_record_returns_and_predicted_rewards(plain_world, tmp_path):

@@ -29,16 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from worldplay.errors import WorldplayError
+from worldplay.metrics import mean_ci95
 
 START_SEED = 1_000_000  # seeds of the real starts: far from `worldplay record`'s defaults (1, 100000)
 WARMUP_POLICY = "sticky"  # the fixed policy that leads a real game from its reset to a start state
-
-
-def mean_ci95(x: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its normal 95% interval (0 for a single value)."""
-    a = np.asarray(x, np.float64)
-    half = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
-    return float(a.mean()), float(half)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

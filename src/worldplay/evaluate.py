@@ -22,14 +22,13 @@ from tqdm import tqdm
 from worldplay.data.format import open_dataset
 from worldplay.data.loader import split_episodes
 from worldplay.errors import WorldplayError
-from worldplay.metrics import PSNR_CAP_DB, image_grid, psnr, ssim
+from worldplay.metrics import PSNR_CAP_DB, image_grid, mean_ci95, psnr, ssim
 
 
 def _mean_ci(x: np.ndarray) -> dict[str, float]:
-    """Mean and a normal-approximation 95% interval of per-episode values."""
-    x = np.asarray(x, np.float64)
-    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return {"mean": float(x.mean()), "ci95": [float(x.mean() - half), float(x.mean() + half)]}
+    """Mean and a normal-approximation 95% interval of per-episode values (NaN bounds for one value)."""
+    mean, half = mean_ci95(x, single=float("nan"))
+    return {"mean": mean, "ci95": [mean - half, mean + half]}
 
 
 def evaluate_autoencoder(
@@ -460,14 +459,56 @@ def _event_scores(hit_p: float, n_p: int, hit_r: float, n_r: int) -> dict[str, A
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "predicted": n_p, "real": n_r}
 
 
+def one_step_predictions(
+    world: Any, latents: list[np.ndarray], actions: list[np.ndarray], *, streams: int = 16, progress: bool = False
+) -> list[np.ndarray]:
+    """The world's one-step prediction of every frame of some episodes (``WorldModel.one_step_latents``): their
+    normalised latents [T_i, h, w, C] and the actions taken at each frame [T_i] -> predictions [T_i, h, w, C],
+    up to ``streams`` episodes at a time (episodes of similar length together; shorter ones padded)."""
+    out: list[np.ndarray | None] = [None] * len(latents)
+    lengths = np.array([len(z) for z in latents])
+    order = np.argsort(lengths, kind="stable")
+    bar = tqdm(total=int(lengths.sum()), desc="world predictions", unit="frame", disable=not progress)
+    try:
+        for g in range(0, len(order), streams):
+            group = order[g : g + streams]
+            n = lengths[group]
+            T = int(n.max())
+            z = np.stack(
+                [np.concatenate([latents[i], np.repeat(latents[i][-1:], T - len(latents[i]), 0)]) for i in group]
+            )
+            a = np.stack([np.concatenate([actions[i], np.repeat(actions[i][-1:], T - len(actions[i]))]) for i in group])
+            live = iter(np.sum(n[None, :] > np.arange(1, T)[:, None], axis=1))  # real frames made at each step
+
+            def step_done(live=live) -> None:
+                bar.update(int(next(live)))
+
+            bar.update(len(group))  # the first frames are the real ones
+            pred = world.one_step_latents(z, a, seed=g, on_step=step_done)
+            for k, i in enumerate(group):
+                out[i] = pred[k, : n[k]]
+    finally:
+        bar.close()
+    return out  # type: ignore[return-value]
+
+
 def reward_evaluation(
-    world: Any, ds: Any, episodes: list[int], *, window: int = 300, tolerance: int = 1
+    world: Any,
+    ds: Any,
+    episodes: list[int],
+    *,
+    window: int = 300,
+    tolerance: int = 1,
+    world_frames: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any] | None:
     """The world's reward model on held-out real transitions (encoded real frames, recorded actions).
 
     For each transition j-1 -> j the model reads the latents of the frames up to j (as in the world: a stream's
     first frame fills the frames before it) and the action a[j-1]; its reward class is compared with the recorded
     reward r[j-1] and its end flag with the recorded terminal of frame j (the last frame of a game that ended).
+    With ``world_frames`` it reads the world's own one-step predictions of those frames instead (each sampled
+    from the real frames before it and the recorded action): how well it scores what the world generates.
     Reward events by sign, matched within ``tolerance`` frames: precision, recall and F1; ``f1`` is the mean of
     the two signs' F1 (a sign with no real and no predicted event counts as 1). Episode ends likewise, and the
     accuracy of the end flag per episode (did the world end it where the game did). Returns per window of
@@ -480,13 +521,17 @@ def reward_evaluation(
     pred_r, real_r, pred_end, real_end, ep_ok = [], [], [], [], []
     windows: dict[str, list[float]] = {"window_predicted": [], "window_real": [], "episode_predicted": [],
                                        "episode_real": []}  # fmt: skip
+    episodes = [e for e in episodes if ds.episode_lengths[e] >= 2]
+    latents = []
     for e in episodes:
         n = ds.episode_lengths[e]
-        if n < 2:
-            continue
-        rewards, terminals = ds.read_outcomes(e)
         frames = ds.read_frames(e, 0, n)
-        z = np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, n // 256))])
+        latents.append(np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, n // 256))]))
+    if world_frames:
+        latents = one_step_predictions(world, latents, [ds.read_actions(e) for e in episodes], progress=progress)
+    for e, z in zip(episodes, latents, strict=True):
+        n = ds.episode_lengths[e]
+        rewards, terminals = ds.read_outcomes(e)
         padded = np.concatenate([np.repeat(z[:1], F - 1, axis=0), z])  # frame 0 fills the frames before it
         idx = np.arange(1, n)[:, None] + np.arange(F)[None, :]  # windows ending at frame j (j = 1..n-1)
         acts = ds.read_actions(e)[: n - 1]  # a[j-1] made frame j
@@ -626,6 +671,9 @@ def evaluate_world(
         half = len(ref) // 2
         result["drift"]["real_frechet_floor"] = frechet_distance(ref[:half], ref[half:])
     result["reward"] = reward_evaluation(world, ds, episodes)
+    if result["reward"] is not None:  # and on what the world makes of the same transitions
+        on_world = reward_evaluation(world, ds, episodes, world_frames=True, progress=progress)
+        result["reward"]["world_frames"] = {k: on_world[k] for k in ("f1", "negative", "positive", "end")}
     result["action_following"] = None
     if idm_path is not None:
         from worldplay.idm import action_following, load_idm
@@ -695,11 +743,15 @@ def markdown_report(r: dict[str, Any]) -> str:
         out += [f"### Rewards and episode ends ({rw['transitions']} held-out real transitions, events matched within "
                 f"{rw['tolerance_frames']} frame)", "", "| event | precision | recall | F1 | predicted | real |",
                 "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        wf = rw.get("world_frames")
         for k in ("negative", "positive", "end"):
-            m = rw[k]
-            out.append(f"| {k} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['predicted']} | "
-                       f"{m['real']} |")  # fmt: skip
-        out += ["", f"Reward F1 (mean of the two signs): **{rw['f1']:.3f}**."]
+            for m, on in ((rw[k], "real frames"), (wf[k] if wf else None, "world's one-step frames")):
+                if m is not None:
+                    out.append(f"| {k}, {on} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                               f"{m['predicted']} | {m['real']} |")  # fmt: skip
+        out += ["", f"Reward F1 (mean of the two signs): **{rw['f1']:.3f}** on the real frames"
+                + (f", {wf['f1']:.3f} on the world's one-step predictions of them (each frame sampled from the "
+                   "real frames before it and the recorded action)." if wf else ".")]  # fmt: skip
         for key, what in (("return_per_window", "window of {window} frames"), ("return_per_episode", "episode")):
             w = rw[key]
             if w["count"]:

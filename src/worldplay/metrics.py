@@ -1,10 +1,20 @@
-"""Image metrics as pure functions: PSNR and SSIM on uint8 frames."""
+"""Metrics as pure functions: PSNR and SSIM on uint8 frames, and a mean with its 95% interval."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def mean_ci95(x: Sequence[float], single: float = 0.0) -> tuple[float, float]:
+    """Mean and the half-width of its normal-approximation 95% interval (``single`` for a single value)."""
+    a = np.asarray(x, np.float64)
+    half = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else single
+    return float(a.mean()), float(half)
+
 
 PSNR_CAP_DB = 100.0  # identical images: PSNR is infinite; reported capped
 

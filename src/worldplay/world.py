@@ -25,7 +25,7 @@ Dimension keys: B streams, S cache slots, N tokens per frame, L layers, H heads,
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,12 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef
         rew_p, values = rew
         return reward_model.predict(nnx.merge(rew_def, rew_p), values, state.recent, actions)
 
+    def teacher(dyn_p, state, z_real, actions, guidance):
+        """The world's sample of the next frame from the cached real past, then the real frame into the cache."""
+        dyn = nnx.merge(dyn_def, dyn_p)
+        state, z = generate(dyn, state, actions, guidance)
+        return fill(dyn, state, z_real, actions), z
+
     def predict_reward(rew, z, actions):
         rew_p, values = rew
         return reward_model.predict(nnx.merge(rew_def, rew_p), values, z, actions)
@@ -186,6 +192,7 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef
         "fill": jax.jit(fill_fn),
         "clear": jax.jit(clear),
         "advance": jax.jit(advance),
+        "teacher": jax.jit(teacher),
         "frame": jax.jit(frame),  # no donation: the caller's state stays valid, so forking is free
         "predict_reward": jax.jit(predict_reward),
     }
@@ -213,6 +220,7 @@ class WorldModel:
         self.fps = float(fps)
         size = autoencoder.config.frame_size
         self.frame_shape = (size, size, 3)
+        self.latent_shape = tuple(dynamics.latent_shape)  # (h, w, C) of one frame
         self.config = dynamics.config
         self.meta = dict(meta or {})
         self.prompts = prompts
@@ -388,6 +396,37 @@ class WorldModel:
         z = np.concatenate([z, np.zeros((pad, *z.shape[1:]), np.float32)])
         r, end = self._fns["predict_reward"](self._rew, jnp.asarray(z), jnp.asarray(acts))
         return np.asarray(r)[:B], np.asarray(end)[:B]
+
+    def one_step_latents(
+        self,
+        z_BThwC: Any,
+        actions_BT: Any,
+        guidance: float | None = None,
+        *,
+        seed: int = 0,
+        on_step: Callable[[], None] | None = None,
+    ) -> np.ndarray:
+        """The world's one-step predictions along real sequences: normalised latents [B, T, h, w, C] and the
+        actions taken at each frame [B, T] -> [B, T, h, w, C], where frame t (t >= 1) is the world's sample of
+        frame t from the real frames before it (its rolling window) and the action taken at t - 1; frame 0 is
+        the real one. What the world makes of each real step: the reward model trains on these. ``on_step`` is
+        called after each frame of the B streams (for a progress bar)."""
+        z = jnp.asarray(z_BThwC, jnp.float32)
+        B, T = z.shape[:2]
+        acts = np.asarray(actions_BT)
+        if acts.shape != (B, T):
+            raise WorldplayError(f"actions: expected shape [{B}, {T}], got {list(acts.shape)}")
+        prev = np.concatenate([np.full((B, 1), self._dyn.null_action), acts[:, :-1]], axis=1).astype(np.int32)
+        self._actions(prev[:, 1:].reshape(-1), B * (T - 1), "actions")
+        g = jnp.float32(self.config.guidance if guidance is None else guidance)
+        state = self._fns["fill"](self._dyn_p, self.empty_state(B, seed), z[:, 0], jnp.asarray(prev[:, 0]), None)
+        out = [z[:, 0]]
+        for t in range(1, T):
+            state, z_t = self._fns["teacher"](self._dyn_p, state, z[:, t], jnp.asarray(prev[:, t]), g)
+            out.append(z_t)
+            if on_step is not None:
+                on_step()
+        return np.asarray(jnp.stack(out, axis=1))
 
     def held_out_prompt(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
         """Prompt window(s) shipped with the world, from held-out episodes: ``index`` (an int or [B] ints) ->
