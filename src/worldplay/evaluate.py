@@ -924,7 +924,9 @@ def record_rollouts(
                 rewards[live, t] = r[live]
                 ended[live, t + 1] = end[live]
                 length = np.where(live & end, t + 1, length)  # the world showed the episode's last frame
-                bar.update(B)
+                bar.update(int(live.sum()))
+            bar.total -= int(B * steps - length.sum())  # episodes the world ended early: frames never made
+            bar.refresh()
             for i in range(B):
                 prompt_acts = (
                     np.asarray(p_acts[i], np.int32)
