@@ -180,7 +180,7 @@ def test_one_step_predictions_read_the_real_past_and_the_action_before(plain_wor
         world.one_step_latents(z, a[:, :3])
     # the reward metrics on those predictions (this model says "no reward" whatever it reads)
     r = reward_evaluation(world, ds, [0, 1], world_frames=True)
-    assert r["positive"]["predicted"] == 0 and r["transitions"] == sum(ds.episode_lengths[:2]) - 2
+    assert r["world_frames"]["positive"]["predicted"] == 0 and r["transitions"] == sum(ds.episode_lengths[:2]) - 2
 
 
 def test_rollouts_record_returns_and_predicted_rewards(plain_world, tmp_path):

@@ -507,7 +507,8 @@ def reward_evaluation(
     For each transition j-1 -> j the model reads the latents of the frames up to j (as in the world: a stream's
     first frame fills the frames before it) and the action a[j-1]; its reward class is compared with the recorded
     reward r[j-1] and its end flag with the recorded terminal of frame j (the last frame of a game that ended).
-    With ``world_frames`` it reads the world's own one-step predictions of those frames instead (each sampled
+    With ``world_frames`` the same scores are added under ``world_frames`` (``f1``, ``negative``, ``positive``,
+    ``end``) with the model reading the world's own one-step predictions of those frames instead (each sampled
     from the real frames before it and the recorded action): how well it scores what the world generates.
     Reward events by sign, matched within ``tolerance`` frames: precision, recall and F1; ``f1`` is the mean of
     the two signs' F1 (a sign with no real and no predicted event counts as 1). Episode ends likewise, and the
@@ -517,24 +518,40 @@ def reward_evaluation(
     """
     if not world.has_reward or not ds.episodes_with("rewards", episodes):
         return None
+    episodes = [e for e in episodes if ds.episode_lengths[e] >= 2]
+    latents, actions, outcomes = [], [], []
+    for e in episodes:  # every episode read and encoded once, for both scorings
+        n = ds.episode_lengths[e]
+        frames = ds.read_frames(e, 0, n)
+        latents.append(np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, n // 256))]))
+        actions.append(ds.read_actions(e))
+        outcomes.append(ds.read_outcomes(e))
+    out = _reward_scores(world, latents, actions, outcomes, window, tolerance)
+    if world_frames:
+        predicted = one_step_predictions(world, latents, actions, progress=progress)
+        on_world = _reward_scores(world, predicted, actions, outcomes, window, tolerance)
+        out["world_frames"] = {k: on_world[k] for k in ("f1", "negative", "positive", "end")}
+    return out
+
+
+def _reward_scores(
+    world: Any,
+    latents: list[np.ndarray],
+    actions: list[np.ndarray],
+    outcomes: list[tuple[np.ndarray, np.ndarray]],
+    window: int,
+    tolerance: int,
+) -> dict[str, Any]:
+    """The reward model on each episode's latents [T, h, w, C] (see :func:`reward_evaluation`)."""
     F = world.reward.frames
     pred_r, real_r, pred_end, real_end, ep_ok = [], [], [], [], []
     windows: dict[str, list[float]] = {"window_predicted": [], "window_real": [], "episode_predicted": [],
                                        "episode_real": []}  # fmt: skip
-    episodes = [e for e in episodes if ds.episode_lengths[e] >= 2]
-    latents = []
-    for e in episodes:
-        n = ds.episode_lengths[e]
-        frames = ds.read_frames(e, 0, n)
-        latents.append(np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, n // 256))]))
-    if world_frames:
-        latents = one_step_predictions(world, latents, [ds.read_actions(e) for e in episodes], progress=progress)
-    for e, z in zip(episodes, latents, strict=True):
-        n = ds.episode_lengths[e]
-        rewards, terminals = ds.read_outcomes(e)
+    for z, episode_actions, (rewards, terminals) in zip(latents, actions, outcomes, strict=True):
+        n = len(z)
         padded = np.concatenate([np.repeat(z[:1], F - 1, axis=0), z])  # frame 0 fills the frames before it
         idx = np.arange(1, n)[:, None] + np.arange(F)[None, :]  # windows ending at frame j (j = 1..n-1)
-        acts = ds.read_actions(e)[: n - 1]  # a[j-1] made frame j
+        acts = episode_actions[: n - 1]  # a[j-1] made frame j
         chunks = [world.predict_reward(padded[idx[c : c + 512]], acts[c : c + 512]) for c in range(0, n - 1, 512)]
         r_hat, end_hat = np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         r_true, end_true = rewards[: n - 1], terminals[1:]
@@ -670,10 +687,8 @@ def evaluate_world(
         )  # fmt: skip
         half = len(ref) // 2
         result["drift"]["real_frechet_floor"] = frechet_distance(ref[:half], ref[half:])
-    result["reward"] = reward_evaluation(world, ds, episodes)
-    if result["reward"] is not None:  # and on what the world makes of the same transitions
-        on_world = reward_evaluation(world, ds, episodes, world_frames=True, progress=progress)
-        result["reward"]["world_frames"] = {k: on_world[k] for k in ("f1", "negative", "positive", "end")}
+    # on the real frames and on what the world makes of the same transitions
+    result["reward"] = reward_evaluation(world, ds, episodes, world_frames=True, progress=progress)
     result["action_following"] = None
     if idm_path is not None:
         from worldplay.idm import action_following, load_idm

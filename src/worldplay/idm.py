@@ -398,9 +398,9 @@ def evaluate_idm(
     if result["ceiling"] is not None:  # the IDM where the emulator says the next frame shows the answer
         shown = result["ceiling"].pop("shown")
         offsets = dict(zip(episodes, np.cumsum([0, *(len(p) for p in preds[:-1])]).tolist(), strict=True))
+        dirs = action_parts(names)[0]
         for key, what in (("direction", "direction_shown"), ("action", "action_shown")):
             idx = np.concatenate([offsets[e] + np.flatnonzero(m[key]) for e, m in shown.items()])
-            dirs = action_parts(names)[0]
             hit = dirs[pred[idx]] == dirs[true[idx]] if key == "direction" else pred[idx] == true[idx]
             result["groups"][what] = {
                 **_accuracy(hit),

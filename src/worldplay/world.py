@@ -220,7 +220,6 @@ class WorldModel:
         self.fps = float(fps)
         size = autoencoder.config.frame_size
         self.frame_shape = (size, size, 3)
-        self.latent_shape = tuple(dynamics.latent_shape)  # (h, w, C) of one frame
         self.config = dynamics.config
         self.meta = dict(meta or {})
         self.prompts = prompts
