@@ -32,8 +32,8 @@ STAGE_SETS = ["batch_size=4", "steps=12", "warmup=0", "log_every=4", "eval_every
 
 
 def _sets(dataset: Path, runs: Path) -> list[str]:
-    sets = [f"data.dataset={dataset}", *TINY]
-    for section in ("train_autoencoder", "train_dynamics", "train_reward"):
+    sets = [f"data.dataset={dataset}", *TINY, "decoder.enabled=true", "decoder.episodes=2"]
+    for section in ("train_autoencoder", "train_dynamics", "train_reward", "train_decoder"):
         sets += [f"{section}.runs_dir={runs}", *(f"{section}.{s}" for s in STAGE_SETS)]
     return sets
 
@@ -66,7 +66,7 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("== stage 2/3: dynamics"):
+            if line.startswith("== stage 2/4: dynamics"):
                 proc.send_signal(signal.SIGKILL)  # the autoencoder is done; the dynamics stage has not stepped
                 break
     finally:
@@ -75,8 +75,8 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     first = "".join(lines)
     assert proc.returncode == -signal.SIGKILL, first
     # the projection is printed before the first step: every stage timed, 12 steps each left
-    assert first.index("projected") < first.index("== stage 1/3: autoencoder"), first
-    for stage in ("autoencoder ", "dynamics    ", "reward      "):
+    assert first.index("projected") < first.index("== stage 1/4: autoencoder"), first
+    for stage in ("autoencoder ", "dynamics    ", "reward      ", "decoder     "):
         assert f"{stage}      12 of 12 steps x" in first, first
     ae_ckpts = runs / "toy" / "autoencoder" / "checkpoints"
     assert (ae_ckpts / "12").is_dir()
@@ -88,13 +88,15 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     assert done.returncode == 0, out
     assert "autoencoder  done (12 steps)" in out, out  # nothing left to project for the finished stage
     assert f"resuming {runs / 'toy' / 'autoencoder'} from step 12" in out, out
-    assert "resuming" not in out.split("== stage 2/3: dynamics")[1], out  # the dynamics stage starts afresh
+    assert "resuming" not in out.split("== stage 2/4: dynamics")[1], out  # the dynamics stage starts afresh
     result = json.loads(done.stdout[done.stdout.index("{") :])
-    assert result["autoencoder"]["step"] == 12 and result["dynamics"]["step"] == 12 == result["reward"]["step"]
-    world = Path(result["world"])
+    assert {result[s]["step"] for s in ("autoencoder", "dynamics", "reward", "decoder")} == {12}
+    world = Path(result["world"])  # the last stage's: the dynamics stage's world with the fine-tuned decoder
+    assert world == runs / "toy" / "decoder" / "world"
     meta = json.loads((world / "world.json").read_text())
-    assert meta["steps"] == {"autoencoder": 12, "dynamics": 12}
-    assert meta["reward"]["step"] == 12 and "reward_f1" in meta["reward"]["eval"]  # the last stage joined the world
+    assert meta["steps"] == {"autoencoder": 12, "dynamics": 12, "decoder": 12}
+    assert meta["reward"]["step"] == 12 and "reward_f1" in meta["reward"]["eval"]  # the reward stage joined it
+    assert "psnr_h1" in meta["decoder"]["eval"]
     # the cheap held-out evaluation, logged against steps and wall-clock seconds
     evals = [r for r in map(json.loads, (runs / "toy" / "dynamics" / "logs" / "metrics.jsonl").open()) if "eval" in r]
     assert [r["step"] for r in evals] == [6, 12]
@@ -106,7 +108,7 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
 def test_projection_is_steps_left_times_measured_seconds_per_step(tmp_path, toy_dataset):
     cfg = load_config(ROOT / "configs" / "toy.toml", _sets(toy_dataset, tmp_path / "runs"))
     plan = project_schedule(cfg)
-    assert set(plan["stages"]) == {"autoencoder", "dynamics", "reward"}
+    assert set(plan["stages"]) == {"autoencoder", "dynamics", "reward", "decoder"}
     for stage in plan["stages"].values():
         assert stage["steps_left"] == 12 and stage["s_per_step"] > 0 and stage["timed_steps"] >= 4
         assert stage["projected_s"] == pytest.approx(12 * stage["s_per_step"])
@@ -214,3 +216,13 @@ def test_learning_curves_are_plotted_against_wall_clock_hours(tmp_path, capsys):
     assert out.stat().st_size > 1000
     table = capsys.readouterr().out
     assert "| 1 | 0.75 | 25.00 |" in table and "| 2 | 1.00 | 25.00 |" in table  # (1800 + 900 s) / 3600 h
+
+
+def test_decoder_stage_without_a_world_says_which_stage_comes_first(tmp_path, toy_dataset):
+    from worldplay.errors import WorldplayError
+    from worldplay.train.decoder import train_decoder
+
+    cfg = load_config(ROOT / "configs" / "toy.toml", _sets(toy_dataset, tmp_path / "runs"))
+    with pytest.raises(WorldplayError, match=r"dynamics/world: no world to fine-tune the decoder of; train the dyn"):
+        train_decoder(cfg, progress=False)
+    assert not (tmp_path / "runs" / "toy" / "decoder").exists()  # nothing written before the refusal

@@ -188,6 +188,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         world = None if args.world is None else resolve_world(args.world)
         result = train_reward(cfg, world=world, progress=not args.quiet)
+    elif args.stage == "decoder":
+        from worldplay.checkpoint import resolve_world
+        from worldplay.train.decoder import train_decoder
+
+        world = None if args.world is None else resolve_world(args.world)
+        result = train_decoder(cfg, world=world, progress=not args.quiet)
     else:
         from worldplay.train.dynamics import train_dynamics
 
@@ -406,9 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a world (every stage) or one stage; resumes from the latest checkpoint")
     t.add_argument(
-        "stage", choices=["world", "autoencoder", "dynamics", "reward", "idm"],
-        help="world: every stage in order, each resuming; or one stage (autoencoder, then dynamics and reward); "
-        "idm: the inverse-dynamics model, on its own",
+        "stage", choices=["world", "autoencoder", "dynamics", "reward", "decoder", "idm"],
+        help="world: every stage in order, each resuming; or one stage (autoencoder, then dynamics, reward and "
+        "decoder); idm: the inverse-dynamics model, on its own",
     )  # fmt: skip
     t.add_argument("--config", required=True, help="TOML config, e.g. configs/toy.toml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -417,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--world", default=None,
         help="reward: add the reward model to this world (folder or shipped name), trained on its autoencoder's "
-        "latents, instead of the run's own world; idm: also add the IDM to this world",
+        "latents, instead of the run's own world; decoder: fine-tune this world's decoder instead of the run's "
+        "own world's (the result goes to <runs>/<name>/decoder/world); idm: also add the IDM to this world",
     )  # fmt: skip
     t.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="multi-process: process 0's address")
     t.add_argument("--num-processes", type=_positive, default=None, help="multi-process: processes in the run")

@@ -119,6 +119,20 @@ class DynamicsConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DecoderConfig:
+    """The decoder stage (``train/decoder.py``): the autoencoder's decoder fine-tuned, after the dynamics stage,
+    on the world's own one-step predictions as well as on encoded frames. Off unless ``enabled``."""
+
+    enabled: bool = False  # a stage of `train world` (after dynamics and reward); measured on the CPU recipes
+    predicted_share: float = 0.85  # share of each batch decoded from the world's predictions (the rest: encoded)
+    episodes: int = 16  # training episodes the world predicts frame by frame, once (one world step per frame)
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.predicted_share <= 1.0, "decoder.predicted_share", "must be in [0, 1]")
+        _require(self.episodes >= 1, "decoder.episodes", f"must be >= 1, got {self.episodes}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RewardConfig:
     """Reward and episode-end model (``models/reward.py``): a small CNN over the latents of the last frames."""
 
@@ -161,8 +175,8 @@ SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance
 class TrainConfig:
     """One stage's run of the shared training loop: batch, optimiser, schedule, EMA, logs, checkpoints.
 
-    A config has one per stage: ``[train_autoencoder]``, ``[train_dynamics]``, ``[train_reward]`` and
-    ``[train_idm]``.
+    A config has one per stage: ``[train_autoencoder]``, ``[train_dynamics]``, ``[train_reward]``,
+    ``[train_decoder]`` and ``[train_idm]``.
     """
 
     batch_size: int = 32  # per step, over all processes: frames (autoencoder) or sequences (dynamics)
@@ -213,6 +227,18 @@ class Config:
         eval_every=1000,
         eval_batches=4,
         checkpoint_every=1000,
+    )
+    decoder: DecoderConfig = DecoderConfig()
+    # 3,000 steps: about 6 minutes on the 2-core CPU for a 64x64 world (docs/training.md)
+    train_decoder: TrainConfig = TrainConfig(
+        batch_size=32,
+        steps=3000,
+        lr=1e-3,
+        warmup=100,
+        ema_decay=0.99,
+        eval_every=500,
+        eval_batches=4,
+        checkpoint_every=500,
     )
     idm: IdmConfig = IdmConfig()
     # sized for the 2-core CPU: about 15 minutes on Boxing (docs/idm.md)

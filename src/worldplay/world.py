@@ -408,7 +408,7 @@ class WorldModel:
         """The world's one-step predictions along real sequences: normalised latents [B, T, h, w, C] and the
         actions taken at each frame [B, T] -> [B, T, h, w, C], where frame t (t >= 1) is the world's sample of
         frame t from the real frames before it (its rolling window) and the action taken at t - 1; frame 0 is
-        the real one. What the world makes of each real step: the reward model trains on these. ``on_step`` is
+        the real one. What the world makes of each real step: the decoder stage trains on these. ``on_step`` is
         called after each frame of the B streams (for a progress bar)."""
         z = jnp.asarray(z_BThwC, jnp.float32)
         B, T = z.shape[:2]

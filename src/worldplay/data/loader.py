@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import grain
 import numpy as np
@@ -146,10 +146,6 @@ def make_loader(
     ``outcomes`` they also hold ``"rewards"`` and ``"terminals"``.
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    if shard_index is None or shard_count is None:
-        import jax
-
-        shard_index, shard_count = jax.process_index(), jax.process_count()
     train, held = split_episodes(ds, holdout, seed)
     episodes = {"train": train, "heldout": held, "all": list(range(len(ds)))}[split]
     source = WindowSource(ds, window, episodes, latents, outcomes)
@@ -158,6 +154,31 @@ def make_loader(
             f"{ds.path}: the {split} split ({len(episodes)} episodes) has no episode of at least "
             f"{window} frames; record longer or more episodes, or lower data.window"
         )
+    return batched(
+        source, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+        shard_index=shard_index, shard_count=shard_count, num_threads=num_threads, prefetch=prefetch,
+    )  # fmt: skip
+
+
+def batched(
+    source: Any,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    num_threads: int = 2,
+    prefetch: int | None = None,
+) -> grain.IterDataset:
+    """Any random-access source of dict elements (``len`` and ``[i]``) as the loader's resumable pipeline:
+    shuffled per epoch by ``seed``, repeated ``num_epochs`` times (None: forever), sharded over processes
+    (defaults as :func:`make_loader`), batched with the last partial batch dropped."""
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
     mds = grain.MapDataset.source(source)
     if shuffle:
         mds = mds.shuffle(seed=seed)

@@ -228,6 +228,7 @@ MODEL_SECTIONS = {
     "autoencoder": ("autoencoder",),
     "dynamics": ("autoencoder", "dynamics"),
     "reward": ("reward",),
+    "decoder": ("autoencoder",),
     "idm": ("idm",),
 }
 

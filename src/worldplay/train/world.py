@@ -2,7 +2,7 @@
 
     cfg = load_config("configs/boxing-cpu.toml")
     plan = project_schedule(cfg)   # {"stages": {name: {"s_per_step", "steps_left", ...}}, "projected_s"}
-    results = train_world(cfg)     # {"autoencoder": {...}, "dynamics": {...}, "world": "runs/<name>/dynamics/world"}
+    results = train_world(cfg)     # {"autoencoder": {...}, "dynamics": {...}, ..., "world": "runs/<name>/.../world"}
 
 The projection times each stage's own training step (the same compiled program, model, optimizer and
 batch as the run) for a few steps on synthetic inputs, and multiplies by the steps the stage has left.
@@ -19,8 +19,9 @@ from worldplay.config import Config
 from worldplay.train.loop import format_seconds, run_dir, stage_train_config, time_step
 
 # The stages of a world, in the order they train: each one reads what the ones before it wrote.
-# The reward stage needs only the autoencoder; it comes last so that it can add itself to the world.
-STAGES = ("autoencoder", "dynamics", "reward")
+# The reward stage needs only the autoencoder; it comes after the dynamics so that it can add itself to the
+# world. The decoder stage fine-tunes the decoder of that world (reward model included) into a new one.
+STAGES = ("autoencoder", "dynamics", "reward", "decoder")
 
 
 def _stage_objective(cfg: Config, name: str, num_actions: int) -> Any:
@@ -33,6 +34,10 @@ def _stage_objective(cfg: Config, name: str, num_actions: int) -> Any:
         from worldplay.train.reward import RewardStage
 
         return RewardStage(cfg, num_actions, cfg.autoencoder.latent_shape)
+    if name == "decoder":
+        from worldplay.train.decoder import DecoderStage
+
+        return DecoderStage(cfg)
     from worldplay.train.dynamics import DynamicsObjective
 
     return DynamicsObjective(cfg, num_actions)
@@ -47,6 +52,10 @@ def _trainer(name: str) -> Callable[..., dict[str, Any]]:
         from worldplay.train.reward import train_reward
 
         return train_reward
+    if name == "decoder":
+        from worldplay.train.decoder import train_decoder
+
+        return train_decoder
     from worldplay.train.dynamics import train_dynamics
 
     return train_dynamics
@@ -60,7 +69,8 @@ def completed_steps(cfg: Config, name: str) -> int:
 
 
 def stages_of(cfg: Config) -> tuple[str, ...]:
-    """The stages ``cfg`` trains: all of :data:`STAGES`, but the reward stage only for a dataset with rewards."""
+    """The stages ``cfg`` trains: all of :data:`STAGES`, but the reward stage only for a dataset with rewards and
+    the decoder stage only when ``decoder.enabled``."""
     from worldplay.data.format import open_dataset
     from worldplay.errors import WorldplayError
 
@@ -68,7 +78,10 @@ def stages_of(cfg: Config) -> tuple[str, ...]:
         has_rewards = open_dataset(cfg.data.dataset).episodes_with("rewards") > 0
     except WorldplayError:  # no dataset here (`bench train` on another machine): project every stage
         has_rewards = True
-    return tuple(s for s in STAGES if s != "reward" or has_rewards)
+    skip = {"reward"} if not has_rewards else set()
+    if not cfg.decoder.enabled:
+        skip.add("decoder")
+    return tuple(s for s in STAGES if s not in skip)
 
 
 def _num_actions(cfg: Config) -> int:
@@ -116,7 +129,7 @@ def format_schedule(plan: dict[str, Any]) -> str:
         )
     lines.append(
         f"  projected    {format_seconds(plan['projected_s'])} of training steps on this machine "
-        "(plus loading, encoding and evaluations)"
+        "(plus loading, encoding, the decoder stage's world predictions and evaluations)"
     )
     return "\n".join(lines)
 
@@ -148,7 +161,7 @@ def train_world(
         if jax.process_index() == 0:
             log(f"== stage {i + 1}/{len(stages)}: {name}")
         results[name] = _trainer(name)(cfg, progress=progress, later_s=later)
-    results["world"] = results["dynamics"].get("world")
+    results["world"] = results["decoder" if "decoder" in results else "dynamics"].get("world")
     if plan is not None:
         results["projected_s"] = round(plan["projected_s"], 1)
     return results
