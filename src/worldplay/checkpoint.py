@@ -227,10 +227,7 @@ def attach_part(world: str | os.PathLike[str], name: str, module: nnx.Module, me
             f"({meta.get('autoencoder', {}).get('id')}, the world's is {ae_id}); train it for this world: "
             f"worldplay train {name} --config C --world {target}"
         )
-    with _staged(target, copy_of=target, ignore=name) as tmp:
-        save_params(module, tmp / name)
-        _write_world_json(tmp, {**world_meta, name: meta})
-    return target
+    return derive_world(target, target, {name: module}, {name: meta})
 
 
 def derive_world(
