@@ -459,6 +459,11 @@ def _event_scores(hit_p: float, n_p: int, hit_r: float, n_r: int) -> dict[str, A
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "predicted": n_p, "real": n_r}
 
 
+def encode_frames(world: Any, frames: np.ndarray) -> np.ndarray:
+    """uint8 frames [n, H, W, 3] -> the world's normalised latents [n, h, w, C], encoded a few hundred at a time."""
+    return np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, len(frames) // 256))])
+
+
 def one_step_predictions(
     world: Any, latents: list[np.ndarray], actions: list[np.ndarray], *, streams: int = 16, progress: bool = False
 ) -> list[np.ndarray]:
@@ -523,7 +528,7 @@ def reward_evaluation(
     for e in episodes:  # every episode read and encoded once, for both scorings
         n = ds.episode_lengths[e]
         frames = ds.read_frames(e, 0, n)
-        latents.append(np.concatenate([np.asarray(world.encode(c)) for c in np.array_split(frames, max(1, n // 256))]))
+        latents.append(encode_frames(world, frames))
         actions.append(ds.read_actions(e))
         outcomes.append(ds.read_outcomes(e))
     out = _reward_scores(world, latents, actions, outcomes, window, tolerance)

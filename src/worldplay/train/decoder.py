@@ -33,22 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from worldplay.config import AutoencoderConfig, Config, config_to_dict, part_from_dict
+from worldplay.config import Config, config_to_dict
 from worldplay.data.format import Dataset
 from worldplay.errors import WorldplayError
+from worldplay.evaluate import encode_frames, one_step_predictions
 from worldplay.metrics import image_grid, psnr
 from worldplay.models.autoencoder import Autoencoder, Decoder, frames_to_unit, unit_to_frames
 from worldplay.train.autoencoder import _reconstruction_loss
-
-
-def _world_autoencoder(world: Path) -> tuple[Autoencoder, dict[str, Any]]:
-    """A world folder's autoencoder, restored, and its world.json."""
-    from worldplay.checkpoint import read_world_meta, restore_into
-
-    meta = read_world_meta(world)
-    ae_cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
-    ae = restore_into(nnx.eval_shape(lambda: Autoencoder(ae_cfg, rngs=nnx.Rngs(0))), world / "autoencoder")
-    return ae, meta
+from worldplay.train.dynamics import world_autoencoder
 
 
 class DecoderStage:
@@ -70,7 +62,7 @@ class DecoderStage:
         self.latent_shape = cfg.autoencoder.latent_shape
         self.frame_size = cfg.autoencoder.frame_size
         if source is not None:
-            self.ae, self.world_meta = _world_autoencoder(source)
+            self.ae, self.world_meta = world_autoencoder(source)
             self.stats = np.stack([self.world_meta["latent_mean"], self.world_meta["latent_std"]]).astype(np.float32)
             self.latent_shape = self.ae.config.latent_shape
             self.frame_size = self.ae.config.frame_size
@@ -80,7 +72,7 @@ class DecoderStage:
     def build(self, rngs: nnx.Rngs) -> Decoder:
         if self.source is None:
             return Decoder(self.cfg.autoencoder, rngs=rngs)
-        return _world_autoencoder(self.source)[0].decoder  # a fresh copy: the stage's own stays the export's
+        return world_autoencoder(self.source)[0].decoder  # a fresh copy: the stage's own stays the export's
 
     def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(0)
@@ -94,15 +86,12 @@ class DecoderStage:
     def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return raw
 
-    def _losses(self, model: Decoder, z: jax.Array, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
-        stats = jnp.asarray(self.stats)
-        return _reconstruction_loss(model(z.astype(jnp.float32) * stats[1] + stats[0]), frames_to_unit(frames))
-
     def loss(self, model: Decoder, batch: dict[str, jax.Array], key: jax.Array):
         B = batch["frames"].shape[0]
         predicted = jax.random.uniform(key, (B, 1, 1, 1)) < self.cfg.decoder.predicted_share
-        z = jnp.where(predicted, batch["predicted"], batch["latents"])
-        l1, mse = self._losses(model, z, batch["frames"])
+        z = jnp.where(predicted, batch["predicted"], batch["latents"]).astype(jnp.float32)
+        stats = jnp.asarray(self.stats)
+        l1, mse = _reconstruction_loss(model(z * stats[1] + stats[0]), frames_to_unit(batch["frames"]))
         return l1 + mse, {"l1": l1, "mse": mse}
 
     def evaluate(self, model: Decoder, batches: list[dict[str, np.ndarray]]):
@@ -154,10 +143,6 @@ class FrameSource:
         return {k: v[int(i)] for k, v in self.arrays.items()}
 
 
-def _encode(world: Any, frames: np.ndarray, chunk: int = 256) -> np.ndarray:
-    return np.concatenate([np.asarray(world.encode(frames[i : i + chunk])) for i in range(0, len(frames), chunk)])
-
-
 def _predictions_key(world_meta: dict[str, Any], ds: Dataset, episodes: list[int]) -> str:
     """What the cached predictions depend on: the world's weights and sampler, the dataset and the episodes."""
     files = {k: v for k, v in world_meta.get("files", {}).items() if k.split("/")[0] in ("autoencoder", "dynamics")}
@@ -177,9 +162,7 @@ def training_frames(
         with np.load(cache) as c:
             latents, predicted = c["latents"], c["predicted"]
     else:
-        from worldplay.evaluate import one_step_predictions
-
-        z = [_encode(world, f) for f in frames]
+        z = [encode_frames(world, f) for f in frames]
         pred = one_step_predictions(world, z, [ds.read_actions(e) for e in episodes], progress=progress)
         latents = np.concatenate([x[1:] for x in z]).astype(np.float16)
         predicted = np.concatenate([p[1:] for p in pred]).astype(np.float16)
@@ -204,7 +187,7 @@ def held_out_frames(world: Any, ds: Dataset, episodes: list[int], count: int, se
     picks = [(e, int(rng.integers(W, ds.episode_lengths[e]))) for e in rng.choice(usable, count)]
     windows = np.stack([ds.read_frames(e, t - W, W + 1) for e, t in picks])  # [n, W + 1, H, W, 3]
     actions = np.stack([ds.read_actions(e)[t - W : t + 1] for e, t in picks])
-    z = _encode(world, windows.reshape(-1, *windows.shape[2:]))
+    z = encode_frames(world, windows.reshape(-1, *windows.shape[2:]))
     z = z.reshape(count, W + 1, *z.shape[1:])
     pred = world.one_step_latents(z, actions, seed=seed)
     return {

@@ -55,6 +55,16 @@ def load_autoencoder(run_path: str | os.PathLike[str]) -> tuple[Autoencoder, dic
     return restore_into(model, step_dir / "ema"), meta
 
 
+def world_autoencoder(world: str | os.PathLike[str]) -> tuple[Autoencoder, dict[str, Any]]:
+    """A world folder's autoencoder, restored, and the world's metadata (world.json)."""
+    from worldplay.checkpoint import read_world_meta
+
+    meta = read_world_meta(world)
+    cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
+    model = nnx.eval_shape(lambda: Autoencoder(cfg, rngs=nnx.Rngs(0)))
+    return restore_into(model, Path(world) / "autoencoder"), meta
+
+
 def encode_dataset(
     ae: Autoencoder, stats: np.ndarray, ds: Dataset, out: Path, *, batch: int = 256, progress: bool = True
 ) -> np.ndarray:

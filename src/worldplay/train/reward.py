@@ -183,14 +183,10 @@ def outcome_counts(ds: Dataset, episodes: list[int]) -> tuple[dict[str, np.ndarr
 
 def _latents_from_world(world: Path, ds: Dataset, cache_dir: Path, progress: bool) -> tuple[np.ndarray, dict]:
     """Latents of ``ds`` by a world folder's own autoencoder, and that autoencoder's identity."""
-    from worldplay.checkpoint import autoencoder_identity, read_world_meta, restore_into
-    from worldplay.config import AutoencoderConfig, part_from_dict
-    from worldplay.models.autoencoder import Autoencoder
-    from worldplay.train.dynamics import encode_dataset
+    from worldplay.checkpoint import autoencoder_identity
+    from worldplay.train.dynamics import encode_dataset, world_autoencoder
 
-    meta = read_world_meta(world)
-    ae_cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
-    ae = restore_into(nnx.eval_shape(lambda: Autoencoder(ae_cfg, rngs=nnx.Rngs(0))), world / "autoencoder")
+    ae, meta = world_autoencoder(world)
     identity = autoencoder_identity(meta)
     stats = np.stack([meta["latent_mean"], meta["latent_std"]]).astype(np.float32)
     cache = cache_dir / f"latents-{ds.fingerprint()}-{identity}.npy"
