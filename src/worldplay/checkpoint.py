@@ -231,17 +231,24 @@ def attach_part(world: str | os.PathLike[str], name: str, module: nnx.Module, me
 
 
 def derive_world(
-    source: str | os.PathLike[str], path: str | os.PathLike[str], parts: dict[str, nnx.Module], meta: dict[str, Any]
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    parts: dict[str, nnx.Module | Path],
+    meta: dict[str, Any],
 ) -> Path:
     """Write, atomically, a copy of the world ``source`` at ``path`` (replacing an older one there) with the
-    weights of ``parts`` (e.g. ``{"autoencoder": ae}``) replaced and the keys of ``meta`` set in its world.json.
-    Every other part (reward model, IDM, prompts) is copied as it is."""
+    weights of ``parts`` replaced and the keys of ``meta`` set in its world.json. A part is a module to save
+    (``{"autoencoder": ae}``) or the folder of that part in another world, copied as it is. Every other part
+    (reward model, IDM, prompts) is copied from ``source`` as it is."""
     source, target = Path(source), Path(path)
     world_meta = read_world_meta(source)
     with _staged(target, copy_of=source) as tmp:
-        for name, module in parts.items():
+        for name, part in parts.items():
             shutil.rmtree(tmp / name, ignore_errors=True)
-            save_params(module, tmp / name)
+            if isinstance(part, Path):
+                shutil.copytree(part, tmp / name)
+            else:
+                save_params(part, tmp / name)
         _write_world_json(tmp, {**world_meta, **meta})
     return target
 

@@ -18,6 +18,7 @@ the world shows one step ahead). ``eval_loss`` mixes the two losses by the share
 
 Every checkpoint writes ``<run>/world``: the source world (the run's ``dynamics/world``, or a folder given
 with ``world=``) with the new decoder; its other parts (reward model, IDM, prompts) are copied as they are.
+A rerun keeps that world true to its source (:func:`sync_with_source`).
 """
 
 from __future__ import annotations
@@ -143,11 +144,40 @@ class FrameSource:
         return {k: v[int(i)] for k, v in self.arrays.items()}
 
 
+def _files(world_meta: dict[str, Any], parts: tuple[str, ...], *, keep: bool = True) -> dict[str, Any]:
+    """The world's file manifest entries (size, hash) of ``parts`` (or of all but them, ``keep=False``)."""
+    return {k: v for k, v in world_meta.get("files", {}).items() if (k.split("/")[0] in parts) == keep}
+
+
 def _predictions_key(world_meta: dict[str, Any], ds: Dataset, episodes: list[int]) -> str:
     """What the cached predictions depend on: the world's weights and sampler, the dataset and the episodes."""
-    files = {k: v for k, v in world_meta.get("files", {}).items() if k.split("/")[0] in ("autoencoder", "dynamics")}
+    files = _files(world_meta, ("autoencoder", "dynamics"))
     key = {"files": files, "dynamics": world_meta["dynamics"], "data": ds.fingerprint(), "episodes": episodes}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sync_with_source(source: Path, root: Path) -> None:
+    """Keep a decoder run true to its source world when that world changed after the run began.
+
+    A decoder fine-tuned for other dynamics (the dynamics stage trained further, or retrained) is refused, in
+    one line saying what to delete. When only the source's other parts changed (a reward model trained again,
+    an IDM attached), ``<root>/world`` is written again with them and the fine-tuned decoder.
+    """
+    from worldplay.checkpoint import derive_world, read_world_meta
+
+    target = root / "world"
+    if not (target / "world.json").is_file():
+        return
+    new, old = read_world_meta(source), read_world_meta(target)
+    if _files(new, ("dynamics",)) != _files(old, ("dynamics",)) or new["latent_mean"] != old["latent_mean"]:
+        raise WorldplayError(
+            f"{root}: its decoder was fine-tuned for an earlier dynamics model than {source} holds now; "
+            f"delete {root} to fine-tune the decoder for the new one"
+        )
+    if _files(new, ("autoencoder",), keep=False) != _files(old, ("autoencoder",), keep=False):
+        meta = {"steps": {**new.get("steps", {}), "decoder": old["steps"]["decoder"]}, "decoder": old["decoder"]}
+        # the fine-tuned autoencoder is copied from the old world before the new one replaces it
+        derive_world(source, target, {"autoencoder": target / "autoencoder"}, meta)
 
 
 def training_frames(
@@ -224,6 +254,7 @@ def train_decoder(
     tc = stage_train_config(cfg, "decoder")
     train_eps, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
     root = run_dir(cfg, "decoder")
+    sync_with_source(source, root)
     data = training_frames(w, ds, train_eps[: cfg.decoder.episodes], root, progress=progress)
     evaluation = held_out_frames(w, ds, held or train_eps[-1:], tc.eval_batches * tc.batch_size, cfg.data.seed)
     eval_batches = [
