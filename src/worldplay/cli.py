@@ -68,6 +68,44 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from worldplay.data.probe import probe_game
+    from worldplay.data.sources import make_source
+    from worldplay.policies import make_policy
+
+    source = make_source(args.source, size=args.size, frameskip=args.frameskip)
+    try:
+        if args.policy == "human":
+            raise WorldplayError(
+                "--policy human: a probe replays the game from saved states; use sticky, random or pkg.module:fn"
+            )
+        policy = make_policy(args.policy, source.action_names, fps=source.fps)
+        result = probe_game(
+            source, policy, episodes=args.episodes, steps=args.steps, horizons=args.horizons, every=args.every,
+            seed=args.seed, progress=not (args.quiet or args.json),
+        )  # fmt: skip
+    finally:
+        source.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows, n = result["horizons"], result["episodes"]
+    print(
+        f"{result['source']['source']}: {result['starts']} starts in {n} episode{'s' * (n != 1)} of the "
+        f"{result['policy']} policy ({result['steps_played']} steps); identical consecutive frames "
+        f"{100 * result['identical_frames']:.0f}%"
+    )
+    print(f"{'horizon':<44}" + "".join(f"{r['horizon']:>8d}" for r in rows))
+    for key, label, fmt in (
+        ("repeat_last_psnr", "repeat-last PSNR (dB): a world must beat it", "{:8.1f}"),
+        ("key_effect_psnr", "PSNR of random keys against the real keys", "{:8.1f}"),
+        ("key_share", "keys' effect / natural change", "{:8.2f}"),
+        ("delta_at_repeat_last", "delta-PSNR of a world at repeat-last error", "{:8.2f}"),
+    ):
+        print(f"{label:<44}" + "".join(fmt.format(r[key]) for r in rows))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from worldplay.data.importer import import_videos
 
@@ -385,6 +423,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_record)
+
+    pr = sub.add_parser(
+        "probe", help="measure a game before recording it: repeat-last PSNR and how much the keys change the frames"
+    )
+    pr.add_argument("source", help="toy, or ale:<GameId> (e.g. ale:Boxing)")
+    pr.add_argument("--policy", default="sticky", help="the recording policy: sticky | random | pkg.module:function")
+    pr.add_argument("--episodes", type=_positive, default=4)
+    pr.add_argument("--steps", type=_positive, default=800, help="steps per episode at most (default 800)")
+    pr.add_argument("--horizons", type=_int_list, default=(1, 4, 8, 16), help="default 1,4,8,16")
+    pr.add_argument("--every", type=_positive, default=29, help="steps between starts (default 29)")
+    pr.add_argument("--seed", type=int, default=0, help="episode i uses seed S+i")
+    pr.add_argument("--size", type=_size, default=(64, 64), help="frame size N or HxW (default 64)")
+    pr.add_argument("--frameskip", type=_positive, default=4, help="ALE frame skip (default 4: 15 fps)")
+    pr.add_argument("--json", action="store_true", help="the figures as JSON")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_probe)
 
     i = sub.add_parser("import", help="import video files and action logs into a dataset")
     i.add_argument("--videos", required=True, help="folder of NAME.mp4 / NAME.gif / NAME/ (PNG frames)")

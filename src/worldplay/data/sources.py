@@ -9,6 +9,7 @@ from the command-line names.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -92,6 +93,13 @@ class ToyGame:
 
     def close(self) -> None:
         pass
+
+    def clone_state(self) -> dict[str, Any]:
+        """The whole game state (a copy), for :meth:`restore_state`."""
+        return copy.deepcopy(self.__dict__)
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(copy.deepcopy(state))
 
     # -- level -----------------------------------------------------------------
     def reset(self, seed: int) -> np.ndarray:
@@ -257,6 +265,13 @@ class AleGame:
 
     def close(self) -> None:
         self._env.close()
+
+    def clone_state(self) -> Any:
+        """The emulator's state, its random generator (sticky keys) included, for :meth:`restore_state`."""
+        return self._env.unwrapped.ale.cloneState(include_rng=True)
+
+    def restore_state(self, state: Any) -> None:
+        self._env.unwrapped.ale.restoreState(state)
 
 
 def make_source(
