@@ -157,8 +157,8 @@ def _write_world_json(root: Path, meta: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _staged(target: Path, copy_of: Path | None = None, ignore: str | None = None) -> Iterator[Path]:
-    """A temporary folder beside ``target`` (a copy of ``copy_of`` without ``ignore``, or empty) to write into;
+def _staged(target: Path, copy_of: Path | None = None) -> Iterator[Path]:
+    """A temporary folder beside ``target`` (a copy of ``copy_of``, or empty) to write into;
     on success it replaces ``target`` (renames, so a reader sees the old folder or the new one), on any error
     it is removed and ``target`` is left as it was."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def _staged(target: Path, copy_of: Path | None = None, ignore: str | None = None
     try:
         if copy_of is not None:
             tmp.rmdir()
-            shutil.copytree(copy_of, tmp, ignore=None if ignore is None else shutil.ignore_patterns(ignore))
+            shutil.copytree(copy_of, tmp)
         yield tmp
         old = None
         if target.exists():

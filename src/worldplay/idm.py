@@ -20,7 +20,6 @@ import dataclasses
 import itertools
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -212,18 +211,15 @@ def check_world_matches(world: str | os.PathLike[str], ds: Any) -> None:
 
 def attach_idm(world: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Path:
     """Copy the IDM folder into ``world`` as ``idm/`` (replacing one there), atomically, listed in world.json."""
-    from worldplay.checkpoint import _staged, _write_world_json, read_world_meta
+    from worldplay.checkpoint import derive_world, read_world_meta
 
     target, folder = Path(world), Path(folder)
-    world_meta = read_world_meta(target)
     part = json.loads((folder / "part.json").read_text())
-    if tuple(part["action_names"]) != tuple(world_meta["action_names"]):
+    if tuple(part["action_names"]) != tuple(read_world_meta(target)["action_names"]):
         raise WorldplayError(f"{folder}: this IDM's actions are not those of the world {target}")
-    with _staged(target, copy_of=target, ignore="idm") as tmp:
-        shutil.copytree(folder, tmp / "idm")
-        meta = {k: v for k, v in part.items() if k not in ("format", "kind")}
-        _write_world_json(tmp, {**world_meta, "idm": meta})
-    return target
+    return derive_world(
+        target, target, {"idm": folder}, {"idm": {k: v for k, v in part.items() if k not in ("format", "kind")}}
+    )
 
 
 # ---------------------------------------------------------------------------
