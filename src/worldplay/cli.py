@@ -73,12 +73,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from worldplay.data.sources import make_source
     from worldplay.policies import make_policy
 
+    if args.policy == "human":
+        raise WorldplayError(
+            "--policy human: a probe replays the game from saved states; use sticky, random or pkg.module:fn"
+        )
     source = make_source(args.source, size=args.size, frameskip=args.frameskip)
     try:
-        if args.policy == "human":
-            raise WorldplayError(
-                "--policy human: a probe replays the game from saved states; use sticky, random or pkg.module:fn"
-            )
         policy = make_policy(args.policy, source.action_names, fps=source.fps)
         result = probe_game(
             source, policy, episodes=args.episodes, steps=args.steps, horizons=args.horizons, every=args.every,

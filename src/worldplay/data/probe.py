@@ -90,7 +90,7 @@ def probe_game(
                 bar.update(1)
                 if done:
                     break
-            if saved is not None and len(real) == H and not done:
+            if saved is not None and not done:  # not done: the real future ran all H steps
                 here = source.clone_state()
                 source.restore_state(saved)
                 other: list[np.ndarray] = []
@@ -122,7 +122,7 @@ def probe_game(
                 "repeat_last_psnr": _psnr(c),
                 "key_effect_psnr": _psnr(e),
                 "key_share": share,
-                "delta_at_repeat_last": float(10.0 * np.log10(1.0 + share)) if np.isfinite(share) else float("inf"),
+                "delta_at_repeat_last": float(10.0 * np.log10(1.0 + share)),
             }
         )
     return {
