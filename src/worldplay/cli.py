@@ -87,7 +87,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     finally:
         source.close()
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
         return 0
     rows, n = result["horizons"], result["episodes"]
     print(
@@ -102,7 +102,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         ("key_share", "keys' effect / natural change", "{:8.2f}"),
         ("delta_at_repeat_last", "delta-PSNR of a world at repeat-last error", "{:8.2f}"),
     ):
-        print(f"{label:<44}" + "".join(fmt.format(r[key]) for r in rows))
+        print(f"{label:<44}" + "".join(f"{'-':>8}" if r[key] is None else fmt.format(r[key]) for r in rows))
     return 0
 
 

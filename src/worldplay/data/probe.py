@@ -9,9 +9,9 @@ per horizon h:
   at h only if its own PSNR there is higher. Its frames are never better than its autoencoder's, so a game
   whose repeat-last PSNR lies above the autoencoder's floor cannot be beaten at that horizon.
 - ``key_effect_psnr``: PSNR between the real future and the future with random keys: how much the keys change
-  the frames (infinite for keys that do nothing).
+  the frames (capped at 100 dB, as ``worldplay eval`` caps identical frames, for keys that do nothing).
 - ``key_share``: the keys' effect over the natural change (mean squared differences, the second against the
-  start frame).
+  start frame); None where the frames never change but the keys change them.
 - ``delta_at_repeat_last``: ``10 log10(1 + key_share)``, the delta-PSNR (recorded keys against random ones,
   as ``worldplay eval`` measures it) of a world that follows the keys exactly and errs as much as repeating
   the last frame does. A world with the mean squared error ``e`` at h reaches at most about
@@ -35,6 +35,7 @@ from worldplay.errors import WorldplayError
 from worldplay.policies import Policy
 
 WARMUP = 20  # steps of each episode before the first start (title screens, the first frames of a level)
+PSNR_CAP_DB = 100.0  # identical frames, as worldplay.metrics.PSNR_CAP_DB (not imported: the probe runs without JAX)
 
 
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,7 +44,7 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _psnr(mse: float) -> float:
-    return float("inf") if mse <= 0 else float(-10.0 * np.log10(mse))
+    return PSNR_CAP_DB if mse <= 0 else min(float(-10.0 * np.log10(mse)), PSNR_CAP_DB)
 
 
 def probe_game(
@@ -115,14 +116,14 @@ def probe_game(
     rows = []
     for h in horizons:
         c, e = change[h - 1] / starts, effect[h - 1] / starts
-        share = e / c if c > 0 else float("inf") if e > 0 else 0.0
+        share = e / c if c > 0 else None if e > 0 else 0.0  # None: only the keys change the frames
         rows.append(
             {
                 "horizon": h,
                 "repeat_last_psnr": _psnr(c),
                 "key_effect_psnr": _psnr(e),
                 "key_share": share,
-                "delta_at_repeat_last": float(10.0 * np.log10(1.0 + share)),
+                "delta_at_repeat_last": None if share is None else float(10.0 * np.log10(1.0 + share)),
             }
         )
     return {
