@@ -72,3 +72,46 @@ def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys):
     )
     assert meta["step"] == 80 and len(meta["latent_mean"]) == 16
     assert jax.device_count() >= 1
+
+
+def test_the_motion_weighted_loss_counts_errors_where_the_frame_changed_more():
+    """autoencoder.motion_weight: windows of two frames, the second reconstructed with its loss moved towards
+    the pixels that changed since the first; a still frame keeps the plain loss."""
+    from worldplay.config import load_config
+    from worldplay.train.autoencoder import AutoencoderStage, _reconstruction_loss
+
+    plain = AutoencoderStage(load_config("configs/toy.toml"))
+    weighted = AutoencoderStage(load_config("configs/toy.toml", ["autoencoder.motion_weight=4"]))
+    assert plain.window == 1 and weighted.window == 2
+    frames = np.zeros((2, 2, 64, 64, 3), np.uint8)
+    frames[0, 1, 10:14, 10:14] = 255  # a sprite appears in the first window's second frame
+    batch = weighted.batch({"frames": frames})
+    assert batch["frames"].shape == batch["previous"].shape == (2, 64, 64, 3)
+
+    class Blank(nnx.Module):  # reconstructs every frame as black
+        def __call__(self, f):
+            return -jnp.ones(f.shape, jnp.float32)
+
+    loss_w, _ = weighted.loss(Blank(), jax.tree.map(jnp.asarray, batch), jax.random.key(0))
+    loss_p, _ = plain.loss(Blank(), {"frames": jnp.asarray(batch["frames"])}, jax.random.key(0))
+    assert float(loss_w) > 2 * float(loss_p)  # the missed sprite is what changed: it weighs more
+    with pytest.raises(ValueError, match=r"autoencoder\.motion_weight"):
+        load_config("configs/toy.toml", ["autoencoder.motion_weight=-1"])
+    # weights of mean 1 leave a uniform error as it was
+    target = jnp.zeros((1, 8, 8, 3))
+    w = jnp.ones((1, 8, 8)).at[0, 0, 0].set(10.0)
+    w = w / w.mean()
+    uniform = _reconstruction_loss(target + 0.5, target)
+    np.testing.assert_allclose(_reconstruction_loss(target + 0.5, target, w), uniform, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_autoencoder_eval_reports_psnr_where_the_frame_changed(tmp_path, toy_world_run):
+    """`worldplay eval` of an autoencoder run also scores the pixels that changed since the previous frame."""
+    from worldplay.evaluate import evaluate_autoencoder
+
+    run = toy_world_run["world"].parent.parent / "autoencoder"
+    r = evaluate_autoencoder(run, toy_world_run["dataset"], tmp_path / "ae", frames_per_episode=64)
+    assert 0 < r["moving_share"] < 1  # the toy's ball, player and scrolling background move
+    # moving pixels are the hard ones: edges of sprites and stripes
+    assert r["psnr_moving"]["mean"] < r["psnr"]["mean"], r

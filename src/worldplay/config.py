@@ -51,12 +51,14 @@ class AutoencoderConfig:
     blocks: int = 1  # residual blocks per level
     latent_channels: int = 16  # C of the latent grid
     frame_size: int = 64  # H = W of the frames it encodes
+    motion_weight: float = 0.0  # training: extra loss weight on pixels that changed since the previous frame
 
     def __post_init__(self) -> None:
         _require(len(self.channels) >= 1, "autoencoder.channels", "needs at least one level")
         _require(all(c >= 1 for c in self.channels), "autoencoder.channels", f"must be positive, got {self.channels}")
         _require(self.blocks >= 0, "autoencoder.blocks", f"must be >= 0, got {self.blocks}")
         _require(self.latent_channels >= 1, "autoencoder.latent_channels", "must be >= 1")
+        _require(self.motion_weight >= 0.0, "autoencoder.motion_weight", f"must be >= 0, got {self.motion_weight}")
         down = 2 ** len(self.channels)
         _require(
             self.frame_size % down == 0,

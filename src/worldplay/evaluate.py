@@ -41,8 +41,9 @@ def evaluate_autoencoder(
 ) -> dict[str, Any]:
     """PSNR and SSIM of reconstructions of held-out frames; writes metrics.json and a PNG grid to ``out``.
 
-    Every frame of each held-out episode, or a random ``frames_per_episode`` of them.
-    Intervals are over episodes.
+    Every frame of each held-out episode, or a random ``frames_per_episode`` of them: the run's own held-out
+    split of its training dataset, or every episode of another dataset (a validation set). Intervals are over
+    episodes. ``psnr_moving``: PSNR over the pixels that changed since the previous frame.
     """
     from worldplay.train.dynamics import load_autoencoder
 
@@ -50,6 +51,10 @@ def evaluate_autoencoder(
     ds = open_dataset(dataset)
     data_cfg = meta["config"]["data"]
     _, held = split_episodes(ds, data_cfg["holdout"], data_cfg["seed"])
+    how = f"the run's own held-out split (holdout {data_cfg['holdout']}, seed {data_cfg['seed']})"
+    trained_on = Path(data_cfg["dataset"])
+    if (trained_on / "dataset.json").is_file() and open_dataset(trained_on).fingerprint() != ds.fingerprint():
+        held, how = list(range(len(ds))), "all episodes (not the dataset the run trained on)"
     if not held:
         raise WorldplayError(f"{ds.path}: no held-out episode (holdout {data_cfg['holdout']}); nothing to evaluate")
     if tuple(ds.frame_shape) != (ae.config.frame_size, ae.config.frame_size, 3):
@@ -63,7 +68,7 @@ def evaluate_autoencoder(
         m = nnx.merge(graphdef, p)
         return m.decode(m.encode(frames))
 
-    per_ep: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    per_ep: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_moving": [], "moving_share": []}
     examples_real, examples_recon = [], []
     rng = np.random.default_rng(0)
     for e in held:
@@ -71,7 +76,9 @@ def evaluate_autoencoder(
         k = n if frames_per_episode is None else min(n, frames_per_episode)
         idx = np.sort(rng.choice(n, size=k, replace=False))
         frames = ds[e].frames[idx]
+        previous = ds[e].frames[np.maximum(idx - 1, 0)]
         ps, ss = [], []
+        moving_se, moving_px = 0.0, 0
         for s in range(0, len(frames), batch):
             chunk = frames[s : s + batch]
             padded = np.zeros((batch, *chunk.shape[1:]), np.uint8)
@@ -79,11 +86,19 @@ def evaluate_autoencoder(
             r = np.asarray(recon(params, jnp.asarray(padded)))[: len(chunk)]
             ps.append(np.asarray(psnr(chunk, r)))
             ss.append(np.asarray(ssim(chunk, r)))
+            # the pixels that changed since the previous frame: where repeating the last frame errs
+            moved = np.any(chunk != previous[s : s + batch], axis=-1) & (idx[s : s + batch] > 0)[:, None, None]
+            err = np.mean((chunk.astype(np.float64) - r.astype(np.float64)) ** 2, axis=-1)
+            moving_se += float(err[moved].sum())
+            moving_px += int(moved.sum())
             if len(examples_real) < 8:
                 examples_real.append(chunk[len(chunk) // 2])
                 examples_recon.append(r[len(chunk) // 2])
         per_ep["psnr"].append(float(np.concatenate(ps).mean()))
         per_ep["ssim"].append(float(np.concatenate(ss).mean()))
+        per_ep["moving_share"].append(moving_px / (len(frames) * frames.shape[1] * frames.shape[2]))
+        if moving_px:
+            per_ep["psnr_moving"].append(float(psnr_from_mse(moving_se / moving_px)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from PIL import Image
@@ -98,9 +113,13 @@ def evaluate_autoencoder(
         "step": meta["step"],
         "dataset": {"path": str(ds.path), "fingerprint": ds.fingerprint()},
         "heldout_episodes": len(held),
+        "episodes": how,
         "frames": int(sum(min(ds.episode_lengths[e], frames_per_episode or 10**12) for e in held)),
         "psnr": _mean_ci(per_ep["psnr"]),
         "ssim": _mean_ci(per_ep["ssim"]),
+        # PSNR over the pixels that changed since the previous frame (pooled per episode): sprites that move
+        "psnr_moving": _mean_ci(per_ep["psnr_moving"]) if per_ep["psnr_moving"] else None,
+        "moving_share": float(np.mean(per_ep["moving_share"])),
         "grid": "reconstructions.png (top: held-out frames, bottom: reconstructions)",
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))

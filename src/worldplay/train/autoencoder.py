@@ -1,9 +1,11 @@
 """The autoencoder stage: reconstruct single frames; report held-out PSNR and SSIM.
 
 Frames are drawn as windows of one frame (``train_autoencoder.batch_size`` frames a step).
-Loss: L1 + MSE in [-1, 1] pixel space. Per-channel latent statistics (mean, std)
-over held-out frames are stored with every checkpoint so the dynamics model can
-see unit-scale latents.
+Loss: L1 + MSE in [-1, 1] pixel space. With ``autoencoder.motion_weight`` above 0 the windows are of two
+frames, the second is reconstructed, and its loss is weighted towards the pixels that changed since the
+first (``diffusion.motion_weights``): small sprites that move, which a plain loss gives up for the
+background. Per-channel latent statistics (mean, std) over held-out frames are stored with every checkpoint
+so the dynamics model can see unit-scale latents.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ import numpy as np
 from flax import nnx
 
 from worldplay.config import Config
+from worldplay.diffusion import motion_weights
 from worldplay.metrics import image_grid, psnr, ssim
 from worldplay.models.autoencoder import Autoencoder, frames_to_unit
 
 
-def _reconstruction_loss(recon: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(L1, MSE) between images in [-1, 1]."""
-    return jnp.mean(jnp.abs(recon - target)), jnp.mean((recon - target) ** 2)
+def _reconstruction_loss(
+    recon: jax.Array, target: jax.Array, weights_BHW: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """(L1, MSE) between images [B, H, W, 3] in [-1, 1], optionally weighted per pixel (weights of mean 1)."""
+    w = 1.0 if weights_BHW is None else weights_BHW[..., None]
+    return jnp.mean(w * jnp.abs(recon - target)), jnp.mean(w * (recon - target) ** 2)
 
 
 @nnx.jit
@@ -37,22 +43,29 @@ def _decode(model: Autoencoder, z: jax.Array) -> jax.Array:
 
 class AutoencoderStage:
     name = "autoencoder"
-    window = 1  # frames per loader element: the autoencoder sees single frames
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self._latent_stats: dict[str, list[float]] = {}
+        # frames per loader element: single frames, or the frame before too for the motion-weighted loss
+        self.window = 2 if cfg.autoencoder.motion_weight > 0 else 1
 
     def build(self, rngs: nnx.Rngs) -> Autoencoder:
         return Autoencoder(self.cfg.autoencoder, rngs=rngs)
 
     def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         f = raw["frames"]  # [B, T, H, W, 3]
+        if self.window == 2:
+            return {"frames": f[:, 1], "previous": f[:, 0]}
         return {"frames": f.reshape(-1, *f.shape[2:])}
 
     def loss(self, model: Autoencoder, batch: dict[str, jax.Array], key: jax.Array):
         target = frames_to_unit(batch["frames"])
-        l1, mse = _reconstruction_loss(model(batch["frames"]), target)
+        weights = None
+        if "previous" in batch:
+            pair = jnp.stack([frames_to_unit(batch["previous"]), target], axis=1)  # [B, 2, H, W, 3]
+            weights = motion_weights(pair, self.cfg.autoencoder.motion_weight)[:, 1]
+        l1, mse = _reconstruction_loss(model(batch["frames"]), target, weights)
         return l1 + mse, {"l1": l1, "mse": mse}
 
     def evaluate(self, model: Autoencoder, batches: list[dict[str, np.ndarray]]):
@@ -86,7 +99,6 @@ def train_autoencoder(cfg: Config, *, progress: bool = True, later_s: float | No
     from worldplay.train.loop import loaders, preflight, train
 
     preflight(cfg, "autoencoder")
-    train_iter, eval_batches = loaders(
-        cfg, "autoencoder", AutoencoderStage.window, dataset=open_dataset(cfg.data.dataset)
-    )
-    return train(AutoencoderStage(cfg), cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
+    stage = AutoencoderStage(cfg)
+    train_iter, eval_batches = loaders(cfg, "autoencoder", stage.window, dataset=open_dataset(cfg.data.dataset))
+    return train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
