@@ -50,11 +50,10 @@ def evaluate_autoencoder(
     ae, meta = load_autoencoder(checkpoint)
     ds = open_dataset(dataset)
     data_cfg = meta["config"]["data"]
-    _, held = split_episodes(ds, data_cfg["holdout"], data_cfg["seed"])
-    how = f"the run's own held-out split (holdout {data_cfg['holdout']}, seed {data_cfg['seed']})"
+    # an autoencoder run records its dataset's path, not its fingerprint: one not found here counts as ``ds``
     trained_on = Path(data_cfg["dataset"])
-    if (trained_on / "dataset.json").is_file() and open_dataset(trained_on).fingerprint() != ds.fingerprint():
-        held, how = list(range(len(ds))), "all episodes (not the dataset the run trained on)"
+    trained = open_dataset(trained_on) if (trained_on / "dataset.json").is_file() else ds
+    held, how = _held_out_split(ds, trained.fingerprint(), data_cfg)
     if not held:
         raise WorldplayError(f"{ds.path}: no held-out episode (holdout {data_cfg['holdout']}); nothing to evaluate")
     if tuple(ds.frame_shape) != (ae.config.frame_size, ae.config.frame_size, 3):
@@ -75,8 +74,10 @@ def evaluate_autoencoder(
         n = ds.episode_lengths[e]
         k = n if frames_per_episode is None else min(n, frames_per_episode)
         idx = np.sort(rng.choice(n, size=k, replace=False))
-        frames = ds[e].frames[idx]
-        previous = ds[e].frames[np.maximum(idx - 1, 0)]
+        before = np.maximum(idx - 1, 0)
+        needed = np.union1d(idx, before)  # each frame decoded once, whether scored or only compared with
+        read = ds[e].frames[needed]
+        frames, previous = read[np.searchsorted(needed, idx)], read[np.searchsorted(needed, before)]
         ps, ss = [], []
         moving_se, moving_px = 0.0, 0
         for s in range(0, len(frames), batch):
@@ -243,9 +244,12 @@ def latent_features(z_NhwC: np.ndarray) -> np.ndarray:
 def held_out_episodes(model: Any, ds: Any) -> tuple[list[int], str]:
     """The episodes of ``ds`` a model (a world, or an IDM: anything with ``meta``) did not train on, and a
     sentence saying how they were chosen."""
-    trained_on = model.meta.get("dataset", {})
-    split = model.meta.get("data")
-    if trained_on.get("fingerprint") == ds.fingerprint():
+    return _held_out_split(ds, model.meta.get("dataset", {}).get("fingerprint"), model.meta.get("data"))
+
+
+def _held_out_split(ds: Any, trained_fingerprint: str | None, split: dict[str, Any] | None) -> tuple[list[int], str]:
+    """The held-out split of ``ds`` if it is the dataset trained on (by fingerprint), else all its episodes."""
+    if trained_fingerprint == ds.fingerprint():
         if not split:
             raise WorldplayError(
                 f"{ds.path} is the dataset this model trained on, but the model does not say which episodes "
