@@ -422,6 +422,15 @@ def test_resuming_with_a_changed_model_is_refused(tmp_path, toy_dataset):
     wider = dataclasses.replace(cfg, dynamics=dataclasses.replace(dyn, width=2 * dyn.width))
     with pytest.raises(WorldplayError, match=r"dynamics\.width"):
         check_resumable(RunPaths(run), wider, "dynamics")
+    # a run from before a key existed resumes at that key's default, and only there
+    old_run = json.loads((run / "config.json").read_text())
+    del old_run["autoencoder"]["motion_weight"]
+    (run / "config.json").write_text(json.dumps(old_run))
+    check_resumable(RunPaths(run), cfg, "autoencoder")
+    weighted = dataclasses.replace(cfg, autoencoder=dataclasses.replace(cfg.autoencoder, motion_weight=1.0))
+    with pytest.raises(WorldplayError, match=r"autoencoder\.motion_weight = 0\.0, the config now says 1\.0"):
+        check_resumable(RunPaths(run), weighted, "autoencoder")
+    (run / "config.json").write_text(saved)
     longer = dataclasses.replace(cfg, train_autoencoder=dataclasses.replace(cfg.train_autoencoder, steps=10))
     _, messages = _run(AutoencoderStage(longer), longer, toy_dataset)
     assert any("from step 5" in m for m in messages), messages

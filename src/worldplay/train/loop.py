@@ -249,9 +249,11 @@ def check_resumable(paths: RunPaths, cfg: Config, stage_name: str) -> None:
     if not saved_file.exists() or not any(c.name.isdigit() for c in paths.checkpoints.glob("*")):
         return
     saved, now = json.loads(saved_file.read_text()), json.loads(json.dumps(config_to_dict(cfg)))
+    # a key that a run's config.json lacks was added later, with a default that keeps what the code did before
+    defaults = json.loads(json.dumps(config_to_dict(Config())))
     for section in MODEL_SECTIONS.get(stage_name, ()):
         for key, value in now[section].items():
-            old = saved.get(section, {}).get(key)
+            old = saved.get(section, {}).get(key, defaults[section][key])
             if old != value and key not in SAMPLING_KEYS:
                 raise ConfigError(
                     f"{paths.root}: this run was trained with {section}.{key} = {json.dumps(old)}, the config "
