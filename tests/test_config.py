@@ -41,6 +41,15 @@ def test_overrides_and_frozen():
         ("data.dataset=3", r"data\.dataset: expected a string"),
         ("data=3", r"data: expected a table"),
         ("data.holdout", r"expected key=value"),
+        (
+            "train_dynamics.early_window=8",
+            r"train_dynamics\.early_window: must be 0 \(off\) or from 2 to .*\(7\), got 8",
+        ),
+        (
+            "train_dynamics.early_window_steps=4000",
+            r"train_dynamics\.early_window_steps: must be at most steps \(3000\)",
+        ),
+        ("train_autoencoder.early_window=4", r"train_autoencoder\.early_window: only the dynamics stage"),
     ],
 )
 def test_bad_values_are_named(override, message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -57,7 +58,8 @@ def _cli(command: list[str], sets: list[str]) -> list[str]:
 @pytest.mark.slow
 def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages(tmp_path, fresh_toy_dataset):
     runs = tmp_path / "runs"
-    sets = _sets(fresh_toy_dataset, runs)
+    # the dynamics stage's first 6 steps train on the first 2 frames of each window, the rest on all 8
+    sets = [*_sets(fresh_toy_dataset, runs), "train_dynamics.early_window=2", "train_dynamics.early_window_steps=6"]
     cmd = _cli(["train", "world", "--config", "configs/toy.toml"], sets)
     env = _env(tmp_path)
     lines = []
@@ -76,8 +78,10 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     assert proc.returncode == -signal.SIGKILL, first
     # the projection is printed before the first step: every stage timed, 12 steps each left
     assert first.index("projected") < first.index("== stage 1/4: autoencoder"), first
-    for stage in ("autoencoder ", "dynamics    ", "reward      ", "decoder     "):
+    for stage in ("autoencoder ", "reward      ", "decoder     "):
         assert f"{stage}      12 of 12 steps x" in first, first
+    early = r"dynamics          12 of 12 steps \(batch 4\): 6 x [\d.]+ s/step on 2 frames \+ 6 x [\d.]+ s/step"
+    assert re.search(early, first), first
     ae_ckpts = runs / "toy" / "autoencoder" / "checkpoints"
     assert (ae_ckpts / "12").is_dir()
     dyn_ckpts = runs / "toy" / "dynamics" / "checkpoints"
@@ -98,7 +102,10 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     assert meta["reward"]["step"] == 12 and "reward_f1" in meta["reward"]["eval"]  # the reward stage joined it
     assert "psnr_h1" in meta["decoder"]["eval"]
     # the cheap held-out evaluation, logged against steps and wall-clock seconds
-    evals = [r for r in map(json.loads, (runs / "toy" / "dynamics" / "logs" / "metrics.jsonl").open()) if "eval" in r]
+    rows = list(map(json.loads, (runs / "toy" / "dynamics" / "logs" / "metrics.jsonl").open()))
+    frames = {r["step"]: r["frames"] for r in rows if "loss" in r}
+    assert frames == {4: 2, 8: 8, 12: 8}, frames  # the early window, then the whole one
+    evals = [r for r in rows if "eval" in r]
     assert [r["step"] for r in evals] == [6, 12]
     assert evals[0]["elapsed_s"] < evals[1]["elapsed_s"]
     for key in ("psnr_h1", "psnr_h4", "psnr_h8", "delta_psnr_h4", "delta_psnr_h8", "margin_repeat_h1"):

@@ -452,6 +452,10 @@ def bench_train(
         plan = project_schedule(cfg, resume=False)
         keys = ("steps", "batch_size", "s_per_step", "projected_s")
         result["stages"] = {name: {k: st[k] for k in keys} for name, st in plan["stages"].items()}
+        for name, st in plan["stages"].items():
+            if "early_window" in st:  # the early steps on fewer frames, timed apart
+                e = st["early_window"]
+                result["stages"][name]["early_window"] = {k: e[k] for k in ("frames", "steps_left", "s_per_step")}
         result["projected_s"] = plan["projected_s"]
     return result
 

@@ -196,10 +196,21 @@ class TrainConfig:
     keep: int = 3  # latest checkpoints kept (the best one is kept as well)
     seed: int = 0
     runs_dir: str = "runs"  # outputs go to <runs_dir>/<name>
+    # dynamics only: the first ``early_window_steps`` steps train on the first ``early_window`` frames of each
+    # window (cheaper steps), the rest on the whole window; 0 trains on the whole window throughout
+    early_window: int = 0
+    early_window_steps: int = 0
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep"):
             _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        for key in ("early_window", "early_window_steps"):
+            _require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        _require(
+            self.early_window_steps <= self.steps,
+            "early_window_steps",
+            f"must be at most steps ({self.steps}), got {self.early_window_steps}",
+        )
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         _require(0 <= self.warmup < self.steps, "warmup", f"must be in [0, steps), got {self.warmup}")
         _require(0.0 <= self.end_lr_fraction <= 1.0, "end_lr_fraction", "must be in [0, 1]")
@@ -259,6 +270,18 @@ class Config:
         _require(
             bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}"
         )
+        early = self.train_dynamics.early_window
+        _require(
+            early == 0 or 2 <= early < self.dynamics.window,
+            "train_dynamics.early_window",
+            f"must be 0 (off) or from 2 to dynamics.window - 1 ({self.dynamics.window - 1}), got {early}",
+        )
+        for section in ("train_autoencoder", "train_reward", "train_decoder", "train_idm"):
+            _require(
+                getattr(self, section).early_window == 0,
+                f"{section}.early_window",
+                "only the dynamics stage trains on windows of frames: set train_dynamics.early_window instead",
+            )
 
 
 # ---------------------------------------------------------------------------

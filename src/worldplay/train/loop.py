@@ -297,17 +297,30 @@ def prepare_step(stage: Stage, tc: TrainConfig, mesh: jax.sharding.Mesh) -> Step
     return StepState(graphdef, params, ema, opt_state, step_fn, data_sharding, replicated)
 
 
+def first_frames(batch: Batch, frames: int) -> Batch:
+    """The first ``frames`` frames of each window of a batch of windows (every array [B, T, ...])."""
+    return {k: v[:, :frames] for k, v in batch.items()}
+
+
 def time_step(
-    stage: Stage, tc: TrainConfig, *, min_steps: int = 4, min_seconds: float = 2.0, max_steps: int = 50
+    stage: Stage,
+    tc: TrainConfig,
+    *,
+    frames: int | None = None,
+    min_steps: int = 4,
+    min_seconds: float = 2.0,
+    max_steps: int = 50,
 ) -> dict[str, float]:
     """Seconds per training step of ``stage`` on this machine, from a short warm-up on synthetic inputs.
 
-    The step is the one :func:`train` runs (same model, optimizer, shardings and batch); it is compiled
+    The step is the one :func:`train` runs (same model, optimizer, shardings and batch; with ``frames``, the
+    batch cut to that many frames per window, as in the steps of ``early_window``); it is compiled
     (``compile_s``), run twice untimed, then timed over at least ``min_steps`` steps and ``min_seconds``.
     """
     t0 = time.perf_counter()
     st = prepare_step(stage, tc, make_mesh())
-    batch = _to_global(stage.example_batch(tc.batch_size // jax.process_count()), st.data_sharding)
+    example = stage.example_batch(tc.batch_size // jax.process_count())
+    batch = _to_global(example if frames is None else first_frames(example, frames), st.data_sharding)
     key = jax.random.key(0)
     params, ema, opt_state = st.params, st.ema, st.opt_state
     for i in range(2):
@@ -398,12 +411,18 @@ def train(
     bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc=f"train {stage.name}", unit="step")
     try:
         for step in range(start + 1, tc.steps + 1):
-            batch = _to_global(stage.batch(next(train_iter)), st.data_sharding)
+            batch = stage.batch(next(train_iter))
+            early = bool(tc.early_window) and step <= tc.early_window_steps
+            if early:
+                batch = first_frames(batch, tc.early_window)  # a second compiled step, for these steps only
+            batch = _to_global(batch, st.data_sharding)
             key = jax.random.fold_in(base_key, step)
             params, ema, opt_state, metrics = step_fn(params, ema, opt_state, batch, key, jnp.float32(step))
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.steps:
                 scalars = {k: float(v) for k, v in metrics.items()}
+                if tc.early_window:  # frames per window of this step's batch: where the schedule switched
+                    scalars["frames"] = float(batch[next(iter(batch))].shape[1])
                 if not math.isfinite(scalars["loss"]):
                     raise TrainingDiverged(
                         f"loss is {scalars['loss']} at step {step}; stopped. The last good checkpoint "

@@ -109,9 +109,14 @@ def project_schedule(cfg: Config, *, stages: tuple[str, ...] | None = None, resu
         done = min(completed_steps(cfg, name), tc.steps) if resume else 0
         left = tc.steps - done
         stage = {"steps": tc.steps, "steps_left": left, "batch_size": tc.batch_size, "s_per_step": None}
+        early_left = max(0, tc.early_window_steps - done) if tc.early_window else 0
         if left:  # a finished stage is not timed
             stage.update(time_step(_stage_objective(cfg, name, num_actions), tc))
-        stage["projected_s"] = left * (stage["s_per_step"] or 0.0)
+        stage["projected_s"] = (left - early_left) * (stage["s_per_step"] or 0.0)
+        if early_left:  # the cheaper steps on the first frames of each window, timed apart
+            early = time_step(_stage_objective(cfg, name, num_actions), tc, frames=tc.early_window)
+            stage["early_window"] = {"frames": tc.early_window, "steps_left": early_left, **early}
+            stage["projected_s"] += early_left * early["s_per_step"]
         out["stages"][name] = stage
         out["projected_s"] += stage["projected_s"]
     return out
@@ -123,9 +128,18 @@ def format_schedule(plan: dict[str, Any]) -> str:
         if not s["steps_left"]:
             lines.append(f"  {name:<12} done ({s['steps']:,} steps)")
             continue
+        early = s.get("early_window")
+        if early is None:
+            lines.append(
+                f"  {name:<12} {s['steps_left']:>7,} of {s['steps']:,} steps x {s['s_per_step']:.3f} s/step "
+                f"(batch {s['batch_size']}) = {format_seconds(s['projected_s'])}"
+            )
+            continue
+        late = s["steps_left"] - early["steps_left"]
         lines.append(
-            f"  {name:<12} {s['steps_left']:>7,} of {s['steps']:,} steps x {s['s_per_step']:.3f} s/step "
-            f"(batch {s['batch_size']}) = {format_seconds(s['projected_s'])}"
+            f"  {name:<12} {s['steps_left']:>7,} of {s['steps']:,} steps (batch {s['batch_size']}): "
+            f"{early['steps_left']:,} x {early['s_per_step']:.3f} s/step on {early['frames']} frames + "
+            f"{late:,} x {s['s_per_step']:.3f} s/step = {format_seconds(s['projected_s'])}"
         )
     lines.append(
         f"  projected    {format_seconds(plan['projected_s'])} of training steps on this machine "
