@@ -22,6 +22,7 @@ import pytest
 
 from conftest import FAST_COMPILE, ROOT
 from worldplay.config import load_config
+from worldplay.train.reward import train_reward
 from worldplay.train.world import format_schedule, project_schedule
 
 TINY = [
@@ -110,6 +111,10 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     assert evals[0]["elapsed_s"] < evals[1]["elapsed_s"]
     for key in ("psnr_h1", "psnr_h4", "psnr_h8", "delta_psnr_h4", "delta_psnr_h8", "margin_repeat_h1"):
         assert np.isfinite(evals[1]["eval"][key]), key
+    # a reward model trained again later (here: resumed for 6 more steps) goes into the world that ships too
+    train_reward(load_config(ROOT / "configs" / "toy.toml", [*sets, "train_reward.steps=18"]), progress=False)
+    for stage in ("dynamics", "decoder"):
+        assert json.loads((runs / "toy" / stage / "world" / "world.json").read_text())["reward"]["step"] == 18, stage
 
 
 def test_projection_is_steps_left_times_measured_seconds_per_step(tmp_path, toy_dataset):

@@ -414,6 +414,7 @@ def train(
             batch = stage.batch(next(train_iter))
             early = bool(tc.early_window) and step <= tc.early_window_steps
             if early:
+                window = next(iter(batch.values())).shape[1]
                 batch = first_frames(batch, tc.early_window)  # a second compiled step, for these steps only
             batch = _to_global(batch, st.data_sharding)
             key = jax.random.fold_in(base_key, step)
@@ -435,7 +436,11 @@ def train(
                 t_last, step_last = now, step
                 postfix = {"loss": f"{scalars['loss']:.4g}"}
                 if later_s is not None:
-                    postfix["all stages ETA"] = format_seconds((tc.steps - step) / max(rate, 1e-9) + later_s)
+                    left = float(tc.steps - step)
+                    if early:  # a whole-window step to come costs about window / early_window of these
+                        early_left = tc.early_window_steps - step
+                        left = early_left + (left - early_left) * window / tc.early_window
+                    postfix["all stages ETA"] = format_seconds(left / max(rate, 1e-9) + later_s)
                 bar.set_postfix(postfix)
                 if writer:
                     for k, v in scalars.items():

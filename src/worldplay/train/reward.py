@@ -10,13 +10,15 @@ to ``reward.augment_noise``, because in a world the model reads generated frames
 The latents come from the autoencoder of the same run (the cache the dynamics stage wrote, shared)
 or, with ``world=``, from a world folder's own autoencoder: that is how a reward model is added to
 a world trained earlier. Every checkpoint writes ``<run>/model`` (the model alone) and adds it to
-the world folder it was made for (``<runs>/<name>/dynamics/world``, or the given world).
+the world folders it was made for (the run's ``<runs>/<name>/dynamics/world`` and, once the decoder stage
+has made it, ``<runs>/<name>/decoder/world``; or the given world).
 
 Evaluation on held-out windows: precision, recall and F1 of each reward sign and the end flag.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,7 @@ class RewardStage:
         self.reward_weights = class_weights(counts["reward"], rc.balance)
         self.end_weights = class_weights(counts["end"], rc.balance)  # [not end, end]
         self.class_values = tuple(float(v) for v in class_values)
-        self.target = target  # where the model goes: {"world": folder or None, "autoencoder": identity}
+        self.target = target  # where the model goes: {"worlds": [folders], "autoencoder": identity}
         self.last_eval: dict[str, float] = {}
 
     def build(self, rngs: nnx.Rngs) -> RewardModel:
@@ -160,14 +162,20 @@ class RewardStage:
         return meta
 
     def export(self, model: RewardModel, step: int, run_root: Path) -> None:
-        """Write ``<run>/model`` and add the model to the world it was trained for, if that exists yet."""
-        from worldplay.checkpoint import attach_part, save_part
+        """Write ``<run>/model`` and add the model to the worlds it was trained for that exist yet."""
+        from worldplay.checkpoint import CheckpointError, attach_part, save_part
 
         meta = self.part_meta(step)
         save_part(run_root / "model", "reward", model, meta)
-        world = (self.target or {}).get("world")
-        if world is not None and (Path(world) / "world.json").is_file():
-            attach_part(world, "reward", model, meta)
+        for i, world in enumerate((self.target or {}).get("worlds", ())):
+            if not (Path(world) / "world.json").is_file():
+                continue
+            try:
+                attach_part(world, "reward", model, meta)
+            except CheckpointError as e:  # a decoder-stage world left from an earlier autoencoder: not this one's
+                if i == 0:
+                    raise
+                warnings.warn(f"{e}; the reward model was not added there", stacklevel=1)
 
 
 def outcome_counts(ds: Dataset, episodes: list[int]) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
@@ -216,19 +224,21 @@ def train_reward(
     if world is not None:
         world = Path(world)
         latents, ae_id = _latents_from_world(world, ds, root, progress)
-        target = {"world": str(world), "autoencoder": ae_id}
+        target = {"worlds": [str(world)], "autoencoder": ae_id}
     else:
         from worldplay.checkpoint import autoencoder_identity
         from worldplay.train.dynamics import run_latents
 
         _, ae_meta, latents = run_latents(cfg, ds, "reward", progress=progress)  # or --world FOLDER: its own
         ae_id = {"id": autoencoder_identity(ae_meta), "config": ae_meta["config"]["autoencoder"]}
-        target = {"world": str(run_dir(cfg, "dynamics") / "world"), "autoencoder": ae_id}
+        # the dynamics stage's world, and the decoder stage's (the one that ships) when a retrained model comes later
+        worlds = [run_dir(cfg, "dynamics") / "world", run_dir(cfg, "decoder") / "world"]
+        target = {"worlds": [str(w) for w in worlds], "autoencoder": ae_id}
     train_eps, _ = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
     counts, values = outcome_counts(ds, train_eps)
     train_iter, eval_batches = loaders(cfg, "reward", cfg.reward.frames, dataset=ds, latents=latents, outcomes=True)
     stage = RewardStage(cfg, len(ds.action_names), latents.shape[1:], counts=counts, class_values=values, target=target)
     result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
     result["model"] = str(root / "model")
-    result["world"] = target["world"]
+    result["world"] = target["worlds"][0]
     return result
