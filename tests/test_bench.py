@@ -48,14 +48,20 @@ def test_train_bench_projects_the_whole_schedule():
     """``projected_s``: every stage of the config, its steps times its measured seconds per step."""
     tiny = ["autoencoder.channels=[8, 8, 8]", "autoencoder.blocks=0", "dynamics.width=32", "dynamics.depth=1",
             "train_autoencoder.batch_size=4", "train_autoencoder.steps=400", "train_dynamics.batch_size=2",
-            "train_dynamics.steps=700", "train_reward.batch_size=4", "train_reward.steps=300"]  # fmt: skip
+            "train_dynamics.steps=700", "train_reward.batch_size=4", "train_reward.steps=300",
+            "train_dynamics.early_window=2", "train_dynamics.early_window_steps=200"]  # fmt: skip
     r = bench.bench_train("configs/toy.toml", steps=1, overrides=tiny)
     assert set(r["stages"]) == {"autoencoder", "dynamics", "reward"}
     assert r["stages"]["reward"]["steps"] == 300
     assert r["stages"]["autoencoder"]["steps"] == 400 and r["stages"]["dynamics"]["steps"] == 700
+    # the dynamics stage's first 200 steps on 2 frames of each window are timed apart from the other 500
+    early = r["stages"]["dynamics"].pop("early_window")
+    assert early["frames"] == 2 and early["steps_left"] == 200 and early["s_per_step"] > 0
     expected = sum(s["steps"] * s["s_per_step"] for s in r["stages"].values())
+    expected += 200 * (early["s_per_step"] - r["stages"]["dynamics"]["s_per_step"])
     assert r["projected_s"] == pytest.approx(expected) and r["projected_s"] > 0
-    assert "projected" in bench.format_train(r)
+    r["stages"]["dynamics"]["early_window"] = early
+    assert "200 x" in bench.format_train(r) and "on 2 frames" in bench.format_train(r)
 
 
 def test_rollout_bench_reports_every_stream_count():
