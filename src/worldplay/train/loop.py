@@ -412,10 +412,11 @@ def train(
     try:
         for step in range(start + 1, tc.steps + 1):
             batch = stage.batch(next(train_iter))
+            window = frames = next(iter(batch.values())).shape[1] if tc.early_window else 0
             early = bool(tc.early_window) and step <= tc.early_window_steps
             if early:
-                window = next(iter(batch.values())).shape[1]
-                batch = first_frames(batch, tc.early_window)  # a second compiled step, for these steps only
+                frames = tc.early_window
+                batch = first_frames(batch, frames)  # a second compiled step, for these steps only
             batch = _to_global(batch, st.data_sharding)
             key = jax.random.fold_in(base_key, step)
             params, ema, opt_state, metrics = step_fn(params, ema, opt_state, batch, key, jnp.float32(step))
@@ -423,7 +424,7 @@ def train(
             if step % tc.log_every == 0 or step == tc.steps:
                 scalars = {k: float(v) for k, v in metrics.items()}
                 if tc.early_window:  # frames per window of this step's batch: where the schedule switched
-                    scalars["frames"] = float(batch[next(iter(batch))].shape[1])
+                    scalars["frames"] = float(frames)
                 if not math.isfinite(scalars["loss"]):
                     raise TrainingDiverged(
                         f"loss is {scalars['loss']} at step {step}; stopped. The last good checkpoint "

@@ -68,7 +68,8 @@ class RewardStage:
         self.reward_weights = class_weights(counts["reward"], rc.balance)
         self.end_weights = class_weights(counts["end"], rc.balance)  # [not end, end]
         self.class_values = tuple(float(v) for v in class_values)
-        self.target = target  # where the model goes: {"worlds": [folders], "autoencoder": identity}
+        # where the model goes: {"world": folder, "also": [folders made from it later], "autoencoder": identity}
+        self.target = target
         self.last_eval: dict[str, float] = {}
 
     def build(self, rngs: nnx.Rngs) -> RewardModel:
@@ -167,14 +168,16 @@ class RewardStage:
 
         meta = self.part_meta(step)
         save_part(run_root / "model", "reward", model, meta)
-        for i, world in enumerate((self.target or {}).get("worlds", ())):
-            if not (Path(world) / "world.json").is_file():
+        target = self.target or {}
+        world = target.get("world")
+        if world is not None and (Path(world) / "world.json").is_file():
+            attach_part(world, "reward", model, meta)
+        for later in target.get("also", ()):
+            if not (Path(later) / "world.json").is_file():
                 continue
             try:
-                attach_part(world, "reward", model, meta)
+                attach_part(later, "reward", model, meta)
             except CheckpointError as e:  # a decoder-stage world left from an earlier autoencoder: not this one's
-                if i == 0:
-                    raise
                 warnings.warn(f"{e}; the reward model was not added there", stacklevel=1)
 
 
@@ -224,7 +227,7 @@ def train_reward(
     if world is not None:
         world = Path(world)
         latents, ae_id = _latents_from_world(world, ds, root, progress)
-        target = {"worlds": [str(world)], "autoencoder": ae_id}
+        target = {"world": str(world), "autoencoder": ae_id}
     else:
         from worldplay.checkpoint import autoencoder_identity
         from worldplay.train.dynamics import run_latents
@@ -232,13 +235,16 @@ def train_reward(
         _, ae_meta, latents = run_latents(cfg, ds, "reward", progress=progress)  # or --world FOLDER: its own
         ae_id = {"id": autoencoder_identity(ae_meta), "config": ae_meta["config"]["autoencoder"]}
         # the dynamics stage's world, and the decoder stage's (the one that ships) when a retrained model comes later
-        worlds = [run_dir(cfg, "dynamics") / "world", run_dir(cfg, "decoder") / "world"]
-        target = {"worlds": [str(w) for w in worlds], "autoencoder": ae_id}
+        target = {
+            "world": str(run_dir(cfg, "dynamics") / "world"),
+            "also": [str(run_dir(cfg, "decoder") / "world")],
+            "autoencoder": ae_id,
+        }
     train_eps, _ = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
     counts, values = outcome_counts(ds, train_eps)
     train_iter, eval_batches = loaders(cfg, "reward", cfg.reward.frames, dataset=ds, latents=latents, outcomes=True)
     stage = RewardStage(cfg, len(ds.action_names), latents.shape[1:], counts=counts, class_values=values, target=target)
     result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
     result["model"] = str(root / "model")
-    result["world"] = target["worlds"][0]
+    result["world"] = target["world"]
     return result

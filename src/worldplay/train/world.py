@@ -110,11 +110,12 @@ def project_schedule(cfg: Config, *, stages: tuple[str, ...] | None = None, resu
         left = tc.steps - done
         stage = {"steps": tc.steps, "steps_left": left, "batch_size": tc.batch_size, "s_per_step": None}
         early_left = max(0, tc.early_window_steps - done) if tc.early_window else 0
-        if left:  # a finished stage is not timed
-            stage.update(time_step(_stage_objective(cfg, name, num_actions), tc))
+        objective = _stage_objective(cfg, name, num_actions) if left else None
+        if objective is not None:  # a finished stage is not timed
+            stage.update(time_step(objective, tc))
         stage["projected_s"] = (left - early_left) * (stage["s_per_step"] or 0.0)
-        if early_left:  # the cheaper steps on the first frames of each window, timed apart
-            early = time_step(_stage_objective(cfg, name, num_actions), tc, frames=tc.early_window)
+        if objective is not None and early_left:  # the cheaper steps on the first frames of each window, timed apart
+            early = time_step(objective, tc, frames=tc.early_window)
             stage["early_window"] = {"frames": tc.early_window, "steps_left": early_left, **early}
             stage["projected_s"] += early_left * early["s_per_step"]
         out["stages"][name] = stage
