@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -278,7 +278,7 @@ class StepState:
 def prepare_step(stage: Stage, tc: TrainConfig, mesh: jax.sharding.Mesh) -> StepState:
     """Build ``stage``'s model at ``tc.seed`` and its jitted training step, replicated over ``mesh``.
 
-    The one place a step is made: training runs it, and :func:`time_step` times the same program.
+    The one place a step is made: training runs it, and :func:`time_steps` times the same program.
     """
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
@@ -302,37 +302,43 @@ def first_frames(batch: Batch, frames: int) -> Batch:
     return {k: v[:, :frames] for k, v in batch.items()}
 
 
-def time_step(
+def time_steps(
     stage: Stage,
     tc: TrainConfig,
+    frames: Sequence[int | None],
     *,
-    frames: int | None = None,
     min_steps: int = 4,
     min_seconds: float = 2.0,
     max_steps: int = 50,
-) -> dict[str, float]:
-    """Seconds per training step of ``stage`` on this machine, from a short warm-up on synthetic inputs.
+) -> list[dict[str, float]]:
+    """Seconds per training step of ``stage`` on this machine, for each entry of ``frames``, from a short
+    warm-up on synthetic inputs.
 
-    The step is the one :func:`train` runs (same model, optimizer, shardings and batch; with ``frames``, the
-    batch cut to that many frames per window, as in the steps of ``early_window``); it is compiled
+    The step is the one :func:`train` runs (same model, optimizer, shardings and batch; an entry ``F`` cuts the
+    batch to the first F frames of each window, as in the steps of ``early_window``; None keeps the whole
+    window). The model and optimizer state are built once; each batch shape's step is compiled
     (``compile_s``), run twice untimed, then timed over at least ``min_steps`` steps and ``min_seconds``.
     """
     t0 = time.perf_counter()
     st = prepare_step(stage, tc, make_mesh())
     example = stage.example_batch(tc.batch_size // jax.process_count())
-    batch = _to_global(example if frames is None else first_frames(example, frames), st.data_sharding)
     key = jax.random.key(0)
-    params, ema, opt_state = st.params, st.ema, st.opt_state
-    for i in range(2):
-        params, ema, opt_state, m = st.step_fn(params, ema, opt_state, batch, key, jnp.float32(i + 1))
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t0
-    n, t = 0, time.perf_counter()
-    while n < max_steps and (n < min_steps or time.perf_counter() - t < min_seconds):
-        params, ema, opt_state, m = st.step_fn(params, ema, opt_state, batch, key, jnp.float32(n + 3))
+    params, ema, opt_state = st.params, st.ema, st.opt_state  # donated to each step: carried from one to the next
+    out = []
+    for f in frames:
+        batch = _to_global(example if f is None else first_frames(example, f), st.data_sharding)
+        for i in range(2):
+            params, ema, opt_state, m = st.step_fn(params, ema, opt_state, batch, key, jnp.float32(i + 1))
         jax.block_until_ready(m)
-        n += 1
-    return {"s_per_step": (time.perf_counter() - t) / n, "compile_s": compile_s, "timed_steps": n}
+        compile_s = time.perf_counter() - t0
+        n, t = 0, time.perf_counter()
+        while n < max_steps and (n < min_steps or time.perf_counter() - t < min_seconds):
+            params, ema, opt_state, m = st.step_fn(params, ema, opt_state, batch, key, jnp.float32(n + 3))
+            jax.block_until_ready(m)
+            n += 1
+        out.append({"s_per_step": (time.perf_counter() - t) / n, "compile_s": compile_s, "timed_steps": n})
+        t0 = time.perf_counter()
+    return out
 
 
 def _host_copy(tree: nnx.State) -> nnx.State:

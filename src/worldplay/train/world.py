@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worldplay.config import Config
-from worldplay.train.loop import format_seconds, run_dir, stage_train_config, time_step
+from worldplay.train.loop import format_seconds, run_dir, stage_train_config, time_steps
 
 # The stages of a world, in the order they train: each one reads what the ones before it wrote.
 # The reward stage needs only the autoencoder; it comes after the dynamics so that it can add itself to the
@@ -111,13 +111,14 @@ def project_schedule(cfg: Config, *, stages: tuple[str, ...] | None = None, resu
         stage = {"steps": tc.steps, "steps_left": left, "batch_size": tc.batch_size, "s_per_step": None}
         early_left = max(0, tc.early_window_steps - done) if tc.early_window else 0
         objective = _stage_objective(cfg, name, num_actions) if left else None
-        if objective is not None:  # a finished stage is not timed
-            stage.update(time_step(objective, tc))
+        if objective is not None:  # a finished stage is not timed; early-window steps are timed apart
+            timed = time_steps(objective, tc, [None, tc.early_window] if early_left else [None])
+            stage.update(timed[0])
+            if early_left:
+                stage["early_window"] = {"frames": tc.early_window, "steps_left": early_left, **timed[1]}
         stage["projected_s"] = (left - early_left) * (stage["s_per_step"] or 0.0)
-        if objective is not None and early_left:  # the cheaper steps on the first frames of each window, timed apart
-            early = time_step(objective, tc, frames=tc.early_window)
-            stage["early_window"] = {"frames": tc.early_window, "steps_left": early_left, **early}
-            stage["projected_s"] += early_left * early["s_per_step"]
+        if "early_window" in stage:  # the cheaper steps on the first frames of each window
+            stage["projected_s"] += early_left * stage["early_window"]["s_per_step"]
         out["stages"][name] = stage
         out["projected_s"] += stage["projected_s"]
     return out
