@@ -222,12 +222,24 @@ def test_learning_curves_are_plotted_against_wall_clock_hours(tmp_path, capsys):
     evals, total = read_log(ae_log)
     assert evals == [] and total == 1800.0
     out = tmp_path / "curves.png"
-    sets = [f"train_autoencoder.runs_dir={runs}", f"train_dynamics.runs_dir={runs}"]
-    assert curves_main(["--config", str(ROOT / "configs" / "toy.toml"), *(a for s in sets for a in ("--set", s)),
-                        "--out", str(out)]) == 0  # fmt: skip
+    sets = [f"train_{s}.runs_dir={runs}" for s in ("autoencoder", "dynamics", "reward", "decoder")]
+    argv = ["--config", str(ROOT / "configs" / "toy.toml"), *(a for s in sets for a in ("--set", s)), "--out", str(out)]
+    assert curves_main(argv) == 0
     assert out.stat().st_size > 1000
     table = capsys.readouterr().out
     assert "| 1 | 0.75 | 25.00 |" in table and "| 2 | 1.00 | 25.00 |" in table  # (1800 + 900 s) / 3600 h
+    assert "decoder stage" not in table  # no decoder run: no such series
+
+    # a decoder stage after the dynamics (1,800 s) and reward (360 s) stages: its points after their hours
+    for stage, rows in (("reward", [{"step": 5, "time": 0.0, "elapsed_s": 360.0, "loss": 1.0}]),
+                        ("decoder", [{"step": 3, "time": 0.0, "elapsed_s": 1440.0,
+                                      "eval": {"psnr_h1": 28.5, "psnr_encoded": 31.0}}])):  # fmt: skip
+        log = runs / "toy" / stage / "logs" / "metrics.jsonl"
+        log.parent.mkdir(parents=True)
+        log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert curves_main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| 3 | 1.50 | 28.50 | 31.00 |" in table.split("decoder stage")[1]  # (1800 + 1800 + 360 + 1440 s) / 3600 h
 
 
 def test_decoder_stage_without_a_world_says_which_stage_comes_first(tmp_path, toy_dataset):

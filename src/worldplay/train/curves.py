@@ -3,11 +3,13 @@
     python -m worldplay.train.curves --config configs/boxing-cpu.toml --reference boxing \
         --out docs/images/boxing-cpu-curves.png
 
-reads ``<runs>/<name>/{autoencoder,dynamics}/logs/metrics.jsonl`` and plots the dynamics stage's cheap
-held-out evaluation (PSNR at h1 and delta-PSNR at h4, see ``train.dynamics.rollout_metrics``) against the
-hours since the world's training began (the autoencoder stage's hours first). The reference world (e.g.
+reads ``<runs>/<name>/{autoencoder,dynamics,reward,decoder}/logs/metrics.jsonl`` and plots the dynamics
+stage's cheap held-out evaluation (PSNR at h1 and delta-PSNR at h4, see ``train.dynamics.rollout_metrics``)
+against the hours since the world's training began (the autoencoder stage's hours first). A run with a
+decoder stage adds that stage's held-out one-step PSNR (against the real frames, not the autoencoder's
+reconstructions: a series of its own) after the dynamics and reward stages' hours. The reference world (e.g.
 the shipped GPU world) is scored by the same function on the same held-out windows, so its lines are
-comparable with the curves. A markdown table of the points goes to standard output.
+comparable with the curves. Markdown tables of the points go to standard output.
 """
 
 from __future__ import annotations
@@ -55,25 +57,40 @@ def reference_scores(world_path: str, cfg: Config) -> dict[str, float]:
     return rollout_metrics(world, z.reshape(n, T, *z.shape[1:]), actions)[0]
 
 
-def plot(cfg: Config, reference: dict[str, float] | None, reference_name: str, out: Path) -> list[dict[str, Any]]:
+def _stage_log(cfg: Config, stage: str) -> tuple[list[dict[str, Any]], float]:
+    path = run_dir(cfg, stage) / "logs" / "metrics.jsonl"
+    return read_log(path) if path.is_file() else ([], 0.0)
+
+
+def plot(
+    cfg: Config, reference: dict[str, float] | None, reference_name: str, out: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Draw the curves to ``out``; -> (the dynamics stage's points, the decoder stage's points)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    _, ae_total = read_log(run_dir(cfg, "autoencoder") / "logs" / "metrics.jsonl")
-    evals, _ = read_log(run_dir(cfg, "dynamics") / "logs" / "metrics.jsonl")
+    _, ae_total = _stage_log(cfg, "autoencoder")
+    evals, dyn_total = _stage_log(cfg, "dynamics")
+    _, reward_total = _stage_log(cfg, "reward")
+    dec_evals, _ = _stage_log(cfg, "decoder")
     points = [{"step": r["step"], "hours": (ae_total + r["elapsed_s"]) / 3600, **r["eval"]} for r in evals]
+    dec_start = ae_total + dyn_total + reward_total  # the stages run in this order (`train world`)
+    dec_points = [{"step": r["step"], "hours": (dec_start + r["elapsed_s"]) / 3600, **r["eval"]} for r in dec_evals]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key, title in (
         (axes[0], "psnr_h1", "held-out PSNR at h1 (dB)"),
         (axes[1], "delta_psnr_h4", "delta-PSNR at h4 (dB): recorded vs shuffled keys"),
     ):
         ax.plot([p["hours"] for p in points], [p[key] for p in points], "o-", ms=3, label=cfg.name)
+        if key == "psnr_h1" and dec_points:
+            label = "decoder stage (one-step PSNR against the real frames)"
+            ax.plot([p["hours"] for p in dec_points], [p[key] for p in dec_points], "s-", ms=3, label=label)
         if reference and key in reference:
             ax.axhline(reference[key], color="k", ls="--", lw=1, label=reference_name)
         ax.axvline(ae_total / 3600, color="grey", ls=":", lw=1)
-        ax.set_xlabel("wall-clock hours since training began (autoencoder, then dynamics)")
+        ax.set_xlabel("wall-clock hours since training began (autoencoder, then dynamics, ...)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -81,7 +98,7 @@ def plot(cfg: Config, reference: dict[str, float] | None, reference_name: str, o
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return points
+    return points, dec_points
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.set)
     ref = reference_scores(args.reference, cfg) if args.reference else None
-    points = plot(cfg, ref, args.reference or "", Path(args.out))
+    points, dec_points = plot(cfg, ref, args.reference or "", Path(args.out))
     keys = ["psnr_h1", "psnr_h4", "psnr_h8", "delta_psnr_h4", "delta_psnr_h8", "margin_repeat_h4"]
     print("| step | hours | " + " | ".join(keys) + " |")
     print("|---:|---:|" + "---:|" * len(keys))
@@ -105,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {pt['step']} | {pt['hours']:.2f} | {cells(pt)} |")
     if ref:
         print(f"| {args.reference} | - | {cells(ref)} |")
+    if dec_points:
+        print("\nThe decoder stage (held-out frames, against the real frames):\n")
+        print("| step | hours | psnr_h1 | psnr_encoded |\n|---:|---:|---:|---:|")
+        for pt in dec_points:
+            encoded = pt.get("psnr_encoded", float("nan"))
+            print(f"| {pt['step']} | {pt['hours']:.2f} | {pt['psnr_h1']:.2f} | {encoded:.2f} |")
     return 0
 
 
