@@ -110,15 +110,14 @@ def project_schedule(cfg: Config, *, stages: tuple[str, ...] | None = None, resu
         left = tc.steps - done
         stage = {"steps": tc.steps, "steps_left": left, "batch_size": tc.batch_size, "s_per_step": None}
         early_left = max(0, tc.early_window_steps - done) if tc.early_window else 0
-        objective = _stage_objective(cfg, name, num_actions) if left else None
-        if objective is not None:  # a finished stage is not timed; early-window steps are timed apart
-            timed = time_steps(objective, tc, [None, tc.early_window] if early_left else [None])
+        if left:  # a finished stage is not timed; the cheaper early-window steps are timed apart
+            frames = [None, tc.early_window] if early_left else [None]  # None: the whole window
+            timed = time_steps(_stage_objective(cfg, name, num_actions), tc, frames)
             stage.update(timed[0])
-            if early_left:
-                stage["early_window"] = {"frames": tc.early_window, "steps_left": early_left, **timed[1]}
         stage["projected_s"] = (left - early_left) * (stage["s_per_step"] or 0.0)
-        if "early_window" in stage:  # the cheaper steps on the first frames of each window
-            stage["projected_s"] += early_left * stage["early_window"]["s_per_step"]
+        if early_left:  # (only while steps are left, so they were timed)
+            stage["early_window"] = {"frames": tc.early_window, "steps_left": early_left, **timed[1]}
+            stage["projected_s"] += early_left * timed[1]["s_per_step"]
         out["stages"][name] = stage
         out["projected_s"] += stage["projected_s"]
     return out
