@@ -57,9 +57,10 @@ def reference_scores(world_path: str, cfg: Config) -> dict[str, float]:
     return rollout_metrics(world, z.reshape(n, T, *z.shape[1:]), actions)[0]
 
 
-def _stage_log(cfg: Config, stage: str) -> tuple[list[dict[str, Any]], float]:
+def _stage_log(cfg: Config, stage: str, *, optional: bool = False) -> tuple[list[dict[str, Any]], float]:
+    """:func:`read_log` of a stage of the run of ``cfg``; an ``optional`` stage that did not run reads empty."""
     path = run_dir(cfg, stage) / "logs" / "metrics.jsonl"
-    return read_log(path) if path.is_file() else ([], 0.0)
+    return ([], 0.0) if optional and not path.is_file() else read_log(path)
 
 
 def plot(
@@ -73,8 +74,8 @@ def plot(
 
     _, ae_total = _stage_log(cfg, "autoencoder")
     evals, dyn_total = _stage_log(cfg, "dynamics")
-    _, reward_total = _stage_log(cfg, "reward")
-    dec_evals, _ = _stage_log(cfg, "decoder")
+    _, reward_total = _stage_log(cfg, "reward", optional=True)
+    dec_evals, _ = _stage_log(cfg, "decoder", optional=True)
     points = [{"step": r["step"], "hours": (ae_total + r["elapsed_s"]) / 3600, **r["eval"]} for r in evals]
     dec_start = ae_total + dyn_total + reward_total  # the stages run in this order (`train world`)
     dec_points = [{"step": r["step"], "hours": (dec_start + r["elapsed_s"]) / 3600, **r["eval"]} for r in dec_evals]
