@@ -39,6 +39,32 @@ def test_toy_is_deterministic_and_action_dependent():
     assert not np.array_equal(ToyGame().reset(1), ToyGame().reset(2))
 
 
+def test_toy_push_variant_pushes_the_ball_and_nothing_random_follows():
+    g = ToyGame(push=True)
+    assert g.metadata()["game"] == "toy:push" and make_source("toy:push").metadata()["game"] == "toy:push"
+    g.reset(0)
+    g._wall[:] = False  # an open floor between the border walls
+    g._wall[:4], g._wall[-4:], g._wall[:, :4], g._wall[:, -4:] = True, True, True, True
+    g._player, g._ball, g._ball_v = np.array([20, 10]), np.array([20, 30]), np.array([0, 0])
+    rewards = [g.step(4)[1] for _ in range(2)]  # RIGHT: 10 -> 18 (not touching at 18..29 vs 30), then 26: a push
+    assert rewards == [0.0, 1.0] and g._touches == 1
+    assert g._player[1] == 26 and g._ball[1] == 26 + ToyGame.PLAYER + 2  # beyond the far edge, flying on at 2 px
+    assert not g._overlap(g._player, ToyGame.PLAYER, g._ball, g.ball_size)
+    # into a wall: no room for the ball, so the player stops short of it and nothing scores
+    g._player, g._ball, g._ball_v = np.array([20, 34]), np.array([20, 48]), np.array([0, 0])
+    assert g.step(4)[1] == 0.0 and g._player[1] + ToyGame.PLAYER <= g._ball[1]
+    # a flying ball bounces off the player as off a wall
+    g._player, g._ball, g._ball_v = np.array([20, 10]), np.array([20, 23]), np.array([0, -2])
+    assert g.step(0)[1] == 0.0 and g._ball_v[1] == 2 and g._ball[1] == 23
+    # the background stands still, and two games from one seed stay equal under any keys
+    g1, g2 = ToyGame(push=True), ToyGame(push=True)
+    f1, f2 = g1.reset(5), g2.reset(5)
+    for a in [4, 4, 1, 1, 3, 2, 2, 0, 4, 4] * 5:
+        f1, f2 = g1.step(a)[0], g2.step(a)[0]
+        np.testing.assert_array_equal(f1, f2)
+    assert np.array_equal(ToyGame(push=True).reset(5)[20:40, 40:44], ToyGame(push=True).reset(5)[20:40, 40:44])
+
+
 def _player_yx(frame: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero((frame == ToyGame.PLAYER_COLOR).all(-1))
     return np.array([ys.min(), xs.min()])

@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("record", help="record gameplay episodes into a dataset")
-    r.add_argument("--source", required=True, help="toy, or ale:<GameId> (e.g. ale:Boxing)")
+    r.add_argument("--source", required=True, help="toy, toy:push, or ale:<GameId> (e.g. ale:Boxing)")
     r.add_argument("--policy", default="sticky", help="random | sticky | human | pkg.module:function (default sticky)")
     r.add_argument("--episodes", type=_positive, default=1)
     r.add_argument(
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser(
         "probe", help="measure a game before recording it: repeat-last PSNR and how much the keys change the frames"
     )
-    pr.add_argument("source", help="toy, or ale:<GameId> (e.g. ale:Boxing)")
+    pr.add_argument("source", help="toy, toy:push, or ale:<GameId> (e.g. ale:Boxing)")
     pr.add_argument("--policy", default="sticky", help="the recording policy: sticky | random | pkg.module:function")
     pr.add_argument("--episodes", type=_positive, default=4)
     pr.add_argument("--steps", type=_positive, default=800, help="steps per episode at most (default 800)")
@@ -581,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--smooth", action="store_true", help="smooth scaling instead of sharp pixels")
     pl.add_argument("--record-dir", default="recordings", help="where P (PNG) and V (MP4 + dataset) write")
     pl.add_argument("--keymap", default=None, help='TOML with a [keymap] table, e.g. "UP+FIRE" = "UPFIRE"')
-    pl.add_argument("--game", default=None, help="play a real game instead of a world: toy or ale:<GameId>")
+    pl.add_argument("--game", default=None, help="play a real game instead of a world: toy, toy:push or ale:<GameId>")
     pl.add_argument("--headless", action="store_true", help="no window: play --keys and write --video")
     pl.add_argument("--keys", default=None, help="scripted actions, e.g. 'RIGHT*20,UP*10,NOOP*5'")
     pl.add_argument("--video", default=None, help="write what was played to this MP4 or GIF")

@@ -81,6 +81,7 @@ def _toy_player(frame: np.ndarray) -> np.ndarray | None:
 PLAYER_LOCATORS: dict[str, Callable[[np.ndarray], np.ndarray | None]] = {
     "ALE/Boxing-v5": _boxing_player,
     "toy": _toy_player,
+    "toy:push": _toy_player,
 }
 
 

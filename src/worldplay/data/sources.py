@@ -62,6 +62,12 @@ class ToyGame:
     gives reward 1, respawns it and adds a white mark to the score in the top wall;
     the step after the ``touches_to_end``-th touch ends the game (terminated, reward 0),
     so the end can be seen coming in the frames. Everything is fixed by the seed.
+
+    ``ToyGame(push=True)`` (source ``toy:push``) is the variant the toy agent ranking is measured on: a
+    touch has one future. The background stands still, the ball is as big as the player, and walking
+    into the ball pushes it (reward 1, a mark): it is placed just beyond the player's far edge and flies
+    on in that direction; where a wall leaves it no room the player is stopped and nothing scores. The
+    ball bounces off the player as off a wall. Nothing random happens after the reset.
     """
 
     ACTIONS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT")
@@ -75,7 +81,7 @@ class ToyGame:
     BALL_COLOR = (230, 40, 40)
     MARK_COLOR = (255, 255, 255)
 
-    def __init__(self, size: int = 64, max_steps: int = 1000, touches_to_end: int = 8):
+    def __init__(self, size: int = 64, max_steps: int = 1000, touches_to_end: int = 8, push: bool = False):
         if not 1 <= touches_to_end <= 8:
             raise WorldplayError(
                 f"toy game: touches_to_end must be in 1..8 (the marks fit the wall), got {touches_to_end}"
@@ -85,11 +91,14 @@ class ToyGame:
         self.fps = 15.0
         self.max_steps = max_steps
         self.touches_to_end = touches_to_end
+        self.push = push
+        self.ball_size = self.PLAYER if push else self.BALL
         self._out_size = size
         self.reset(0)
 
     def metadata(self) -> dict[str, Any]:
-        return {"source": "toy", "game": "toy", "frameskip": 1, "fps": self.fps}
+        name = "toy:push" if self.push else "toy"
+        return {"source": name, "game": name, "frameskip": 1, "fps": self.fps}
 
     def close(self) -> None:
         pass
@@ -125,7 +134,9 @@ class ToyGame:
         self._wall = wall
         self._wall_idx = np.nonzero(wall)
         self._player = self._free_spot(self.PLAYER)
-        self._ball = self._free_spot(self.BALL)
+        self._ball = self._free_spot(self.ball_size)
+        while self.push and self._overlap(self._player, self.PLAYER, self._ball, self.ball_size):
+            self._ball = self._free_spot(self.ball_size)
         self._ball_v = np.array([rng.choice([-2, -1, 1, 2]), rng.choice([-2, 2])])
         self._t = 0
         self._touches = 0
@@ -151,6 +162,8 @@ class ToyGame:
             self._t += 1
             return self._render(), 0.0, True, False
         dy, dx = self._MOVES[int(action)]
+        if self.push:
+            return self._push_step(dy, dx)
         for s in range(self.SPEED, 0, -1):  # move as far as the walls allow
             nxt = self._player + np.array([dy * s, dx * s])
             if not self._hits_wall(nxt, self.PLAYER):
@@ -172,20 +185,53 @@ class ToyGame:
         self._t += 1
         return self._render(), reward, False, self._t >= self.max_steps
 
+    def _push_step(self, dy: int, dx: int) -> StepResult:
+        P, B = self.PLAYER, self.ball_size
+        reward = 0.0
+        for s in range(self.SPEED, 0, -1):  # move as far as the walls (and a ball that cannot be pushed) allow
+            nxt = self._player + np.array([dy * s, dx * s])
+            if self._hits_wall(nxt, P):
+                continue
+            if self._overlap(nxt, P, self._ball, B):
+                ball = self._ball.copy()  # pushed to just beyond the player's far edge, along the move
+                if dy:
+                    ball[0] = nxt[0] + (P if dy > 0 else -B)
+                else:
+                    ball[1] = nxt[1] + (P if dx > 0 else -B)
+                if self._hits_wall(ball, B):
+                    continue  # no room for the ball: the player stops short of it
+                self._ball = ball
+                axis, sign = (0, dy) if dy else (1, dx)
+                self._ball_v[axis] = 2 * sign
+                reward = 1.0
+            self._player = nxt
+            break
+        for axis in (0, 1):  # the ball flies on, bouncing off walls and off the player
+            nxt = self._ball.copy()
+            nxt[axis] += self._ball_v[axis]
+            if self._hits_wall(nxt, B) or self._overlap(nxt, B, self._player, P):
+                self._ball_v[axis] = -self._ball_v[axis]
+            else:
+                self._ball = nxt
+        if reward:
+            self._touches += 1
+        self._t += 1
+        return self._render(), reward, False, self._t >= self.max_steps
+
     @staticmethod
     def _overlap(p: np.ndarray, ps: int, q: np.ndarray, qs: int) -> bool:
         return bool(abs(int(p[0]) - int(q[0])) * 2 < ps + qs and abs(int(p[1]) - int(q[1])) * 2 < ps + qs)
 
     def _render(self) -> np.ndarray:
         S = self.SIZE
-        off = self._t % S
+        off = 0 if self.push else self._t % S
         frame = self._tex[:, off : off + S].copy()
         frame[self._wall_idx] = self.WALL
         y, x = int(self._player[0]), int(self._player[1])
         frame[y : y + self.PLAYER, x : x + self.PLAYER] = self.PLAYER_COLOR
         frame[y + 2 : y + 4, x + 2 : x + 6] = (40, 30, 10)  # eyes, so the sprite has a face
         y, x = int(self._ball[0]), int(self._ball[1])
-        frame[y : y + self.BALL, x : x + self.BALL] = self.BALL_COLOR
+        frame[y : y + self.ball_size, x : x + self.ball_size] = self.BALL_COLOR
         for k in range(self._touches):  # the score: one mark per touch in the top wall
             frame[0:3, 8 + 6 * k : 12 + 6 * k] = self.MARK_COLOR
         if self._out_size != S:
@@ -278,10 +324,12 @@ def make_source(
     spec: str, *, size: tuple[int, int] = (64, 64), frameskip: int = 4, max_steps: int | None = None
 ) -> Source:
     """Build a source from its command-line name: ``toy`` or ``ale:<GameId>``."""
-    if spec == "toy":
+    if spec in ("toy", "toy:push"):
         if size[0] != size[1]:
-            raise WorldplayError(f"--source toy makes square frames; got --size {size[0]}x{size[1]}")
-        return ToyGame(size=size[0], max_steps=max_steps or 1000)
+            raise WorldplayError(f"--source {spec} makes square frames; got --size {size[0]}x{size[1]}")
+        return ToyGame(size=size[0], max_steps=max_steps or 1000, push=spec == "toy:push")
     if spec.startswith("ale:"):
         return AleGame(spec[4:], size=size, frameskip=frameskip, max_steps=max_steps)
-    raise WorldplayError(f"--source {spec!r}: unknown source; use 'toy' or 'ale:<GameId>' (e.g. ale:Boxing)")
+    raise WorldplayError(
+        f"--source {spec!r}: unknown source; use 'toy', 'toy:push' or 'ale:<GameId>' (e.g. ale:Boxing)"
+    )
