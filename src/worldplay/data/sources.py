@@ -2,7 +2,7 @@
 
 A source is a game: ``reset(seed) -> frame`` and ``step(action) -> (frame, reward,
 terminated, truncated)``, frames uint8 [H, W, 3]. A policy maps the frame it sees to
-an action index. ``make_source("toy" | "ale:Boxing")`` and
+an action index. ``make_source("toy" | "toy:push" | "ale:Boxing")`` and
 ``make_policy("random" | "sticky" | "human" | "pkg.module:fn", ...)`` build them
 from the command-line names.
 """
@@ -162,37 +162,13 @@ class ToyGame:
             self._t += 1
             return self._render(), 0.0, True, False
         dy, dx = self._MOVES[int(action)]
-        if self.push:
-            return self._push_step(dy, dx)
-        for s in range(self.SPEED, 0, -1):  # move as far as the walls allow
-            nxt = self._player + np.array([dy * s, dx * s])
-            if not self._hits_wall(nxt, self.PLAYER):
-                self._player = nxt
-                break
-        # The ball moves on its own and bounces off walls, one axis at a time.
-        for axis in (0, 1):
-            nxt = self._ball.copy()
-            nxt[axis] += self._ball_v[axis]
-            if self._hits_wall(nxt, self.BALL):
-                self._ball_v[axis] = -self._ball_v[axis]
-            else:
-                self._ball = nxt
-        reward = 0.0
-        if self._overlap(self._player, self.PLAYER, self._ball, self.BALL):
-            reward = 1.0
-            self._touches += 1
-            self._ball = self._free_spot(self.BALL)
-        self._t += 1
-        return self._render(), reward, False, self._t >= self.max_steps
-
-    def _push_step(self, dy: int, dx: int) -> StepResult:
         P, B = self.PLAYER, self.ball_size
         reward = 0.0
-        for s in range(self.SPEED, 0, -1):  # move as far as the walls (and a ball that cannot be pushed) allow
+        for s in range(self.SPEED, 0, -1):  # move as far as the walls (and, pushing, a blocked ball) allow
             nxt = self._player + np.array([dy * s, dx * s])
             if self._hits_wall(nxt, P):
                 continue
-            if self._overlap(nxt, P, self._ball, B):
+            if self.push and self._overlap(nxt, P, self._ball, B):
                 ball = self._ball.copy()  # pushed to just beyond the player's far edge, along the move
                 if dy:
                     ball[0] = nxt[0] + (P if dy > 0 else -B)
@@ -206,13 +182,17 @@ class ToyGame:
                 reward = 1.0
             self._player = nxt
             break
-        for axis in (0, 1):  # the ball flies on, bouncing off walls and off the player
+        # The ball moves on its own and bounces off walls (pushing: and off the player), one axis at a time.
+        for axis in (0, 1):
             nxt = self._ball.copy()
             nxt[axis] += self._ball_v[axis]
-            if self._hits_wall(nxt, B) or self._overlap(nxt, B, self._player, P):
+            if self._hits_wall(nxt, B) or (self.push and self._overlap(nxt, B, self._player, P)):
                 self._ball_v[axis] = -self._ball_v[axis]
             else:
                 self._ball = nxt
+        if not self.push and self._overlap(self._player, P, self._ball, B):  # a touch: the ball respawns
+            reward = 1.0
+            self._ball = self._free_spot(B)
         if reward:
             self._touches += 1
         self._t += 1
@@ -323,7 +303,7 @@ class AleGame:
 def make_source(
     spec: str, *, size: tuple[int, int] = (64, 64), frameskip: int = 4, max_steps: int | None = None
 ) -> Source:
-    """Build a source from its command-line name: ``toy`` or ``ale:<GameId>``."""
+    """Build a source from its command-line name: ``toy``, ``toy:push`` or ``ale:<GameId>``."""
     if spec in ("toy", "toy:push"):
         if size[0] != size[1]:
             raise WorldplayError(f"--source {spec} makes square frames; got --size {size[0]}x{size[1]}")
