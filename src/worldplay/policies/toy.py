@@ -5,7 +5,8 @@ worldplay.policies.toy:chase --out eval/toy-agents
 
 The player is the yellow square, the ball the red one; touching the ball scores 1. ``chase`` walks
 straight at the ball, ``noop`` stands still (the ball sometimes flies into it), ``avoid`` walks away
-from the ball.
+from the ball. ``pusher`` (a class: it remembers the last frame) chases like ``chase`` but steps round the
+ball when a step moved nothing, so in ``toy:push`` it does not pin the ball against a wall, where pushes stop.
 """
 
 from __future__ import annotations
@@ -40,6 +41,47 @@ def chase(frame: np.ndarray) -> str:
 def avoid(frame: np.ndarray) -> str:
     """Walk away from the ball."""
     return _towards(frame, -1)
+
+
+class Pusher:
+    """Walk at the ball; when the last step moved the player less than 2 px (a wall, or a ball with no room to be
+    pushed), step for 2 frames along the other axis, towards the frame's centre, to come at the ball from the side.
+    """
+
+    SIDESTEP = 2
+
+    def __init__(self) -> None:
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self._last: np.ndarray | None = None
+        self._side = 0
+        self._side_move = "NOOP"
+
+    def __call__(self, frame: np.ndarray) -> str:
+        player, ball = _centre(frame, ToyGame.PLAYER_COLOR), _centre(frame, ToyGame.BALL_COLOR)
+        if player is None or ball is None:
+            self._last = player
+            return "NOOP"
+        stuck = self._last is not None and np.abs(player - self._last).max() < 2
+        self._last = player
+        dy, dx = ball - player
+        if stuck and self._side == 0:
+            self._side = self.SIDESTEP
+            mid = frame.shape[0] / 2 if abs(dy) < abs(dx) else frame.shape[1] / 2
+            if abs(dy) >= abs(dx):  # was walking vertically: sidestep horizontally
+                self._side_move = "RIGHT" if player[1] < mid else "LEFT"
+            else:
+                self._side_move = "DOWN" if player[0] < mid else "UP"
+        if self._side > 0:
+            self._side -= 1
+            return self._side_move
+        if abs(dy) >= abs(dx):
+            return "DOWN" if dy > 0 else "UP"
+        return "RIGHT" if dx > 0 else "LEFT"
+
+
+pusher = Pusher  # ``--policy worldplay.policies.toy:pusher``
 
 
 def noop(frame: np.ndarray) -> str:
