@@ -23,14 +23,19 @@ def _centre(frame: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray | Non
     return None if len(ys) < 4 else np.array([ys.mean(), xs.mean()])
 
 
-def _towards(frame: np.ndarray, sign: int) -> str:
-    player, ball = _centre(frame, ToyGame.PLAYER_COLOR), _centre(frame, ToyGame.BALL_COLOR)
-    if player is None or ball is None:
-        return "NOOP"
+def _step(player: np.ndarray, ball: np.ndarray, sign: int) -> str:
+    """The move towards (sign +1) or away from (-1) the ball, along the axis where it is farther."""
     dy, dx = sign * (ball - player)
     if abs(dy) >= abs(dx):
         return "DOWN" if dy > 0 else "UP"
     return "RIGHT" if dx > 0 else "LEFT"
+
+
+def _towards(frame: np.ndarray, sign: int) -> str:
+    player, ball = _centre(frame, ToyGame.PLAYER_COLOR), _centre(frame, ToyGame.BALL_COLOR)
+    if player is None or ball is None:
+        return "NOOP"
+    return _step(player, ball, sign)
 
 
 def chase(frame: np.ndarray) -> str:
@@ -68,17 +73,14 @@ class Pusher:
         dy, dx = ball - player
         if stuck and self._side == 0:
             self._side = self.SIDESTEP
-            mid = frame.shape[0] / 2 if abs(dy) < abs(dx) else frame.shape[1] / 2
             if abs(dy) >= abs(dx):  # was walking vertically: sidestep horizontally
-                self._side_move = "RIGHT" if player[1] < mid else "LEFT"
+                self._side_move = "RIGHT" if player[1] < frame.shape[1] / 2 else "LEFT"
             else:
-                self._side_move = "DOWN" if player[0] < mid else "UP"
+                self._side_move = "DOWN" if player[0] < frame.shape[0] / 2 else "UP"
         if self._side > 0:
             self._side -= 1
             return self._side_move
-        if abs(dy) >= abs(dx):
-            return "DOWN" if dy > 0 else "UP"
-        return "RIGHT" if dx > 0 else "LEFT"
+        return _step(player, ball, +1)
 
 
 pusher = Pusher  # ``--policy worldplay.policies.toy:pusher``
