@@ -13,8 +13,8 @@ TOY_AGENTS = ["worldplay.policies.toy:noop", "sticky", "worldplay.policies.toy:c
 
 def test_toy_agents_score_apart_in_the_pushed_ball_game():
     """The agents the toy world is ranked on: a still player never pushes, held random keys push now and then,
-    ``chase`` pushes but pins the ball on walls, ``pusher`` steps round it (16 starts of 60 frames: 0, 1.4, 2.3,
-    3.7 on this CPU; the game is deterministic, so these are exact)."""
+    ``chase`` pushes but pins the ball on walls, ``pusher`` steps round it (16 starts of 60 frames: 0, 1.44,
+    2.31, 3.69; the game is deterministic, so these are exact on any machine)."""
     starts = real_starts("toy:push", (64, 64), 16, 4, seed=0)
     returns = [play_real("toy:push", p, starts, 60, progress=False).mean() for p in TOY_AGENTS]
     assert returns[0] == 0.0, returns
