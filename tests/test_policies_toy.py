@@ -6,7 +6,7 @@ import numpy as np
 
 from worldplay.agents import play_real, real_starts
 from worldplay.data.sources import ToyGame
-from worldplay.policies.toy import Pusher
+from worldplay.policies.toy import Pusher, Slow
 
 TOY_AGENTS = ["worldplay.policies.toy:noop", "sticky", "worldplay.policies.toy:chase", "worldplay.policies.toy:pusher"]
 
@@ -20,6 +20,16 @@ def test_toy_agents_score_apart_in_the_pushed_ball_game():
     assert returns[0] == 0.0, returns
     assert returns[0] < returns[1] < returns[2] < returns[3], returns
     assert returns[3] - returns[1] > 1.5, returns  # the best and the middle agent far apart, so a world can tell
+
+
+def test_slowed_pushers_score_between_standing_still_and_pushing():
+    """The same play at three speeds (``slower`` moves on every 4th frame, ``slow`` on every 2nd, ``pusher`` on
+    every one) ranks by speed in the game (16 starts of 60 frames: 2.00, 2.88, 3.69; exact, the game is
+    deterministic)."""
+    starts = real_starts("toy:push", (64, 64), 16, 4, seed=0)
+    ladder = ["worldplay.policies.toy:slower", "worldplay.policies.toy:slow", "worldplay.policies.toy:pusher"]
+    returns = [play_real("toy:push", p, starts, 60, progress=False).mean() for p in ladder]
+    assert 0.0 < returns[0] < returns[1] < returns[2], returns
 
 
 def _frame(player: tuple[int, int], ball: tuple[int, int]) -> np.ndarray:
@@ -39,3 +49,12 @@ def test_pusher_steps_round_a_ball_pinned_on_a_wall():
     pusher.reset(0)
     assert pusher(_frame(player=(40, 50), ball=(40, 20))) == "LEFT"
     assert pusher(np.zeros((64, 64, 3), np.uint8)) == "NOOP"  # nothing to see: stand still
+
+
+def test_slow_moves_on_every_second_frame_and_stands_still_between():
+    slow = Slow()
+    frame = _frame(player=(40, 50), ball=(40, 20))
+    # it moves on frames 2 and 4; the frame it moved on did not change, so the second move is a sidestep
+    assert [slow(frame) for _ in range(4)] == ["NOOP", "LEFT", "NOOP", "UP"]
+    slow.reset(0)
+    assert [slow(frame) for _ in range(2)] == ["NOOP", "LEFT"]

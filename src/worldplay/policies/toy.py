@@ -7,6 +7,7 @@ The player is the yellow square, the ball the red one; touching the ball scores 
 straight at the ball, ``noop`` stands still (the ball sometimes flies into it), ``avoid`` walks away
 from the ball. ``pusher`` (a class: it remembers the last frame) chases like ``chase`` but steps round the
 ball when a step moved nothing, so in ``toy:push`` it does not pin the ball against a wall, where pushes stop.
+``slow`` is ``pusher`` moving on every 2nd frame only, ``slower`` on every 4th: the same play at a lower skill.
 """
 
 from __future__ import annotations
@@ -84,6 +85,30 @@ class Pusher:
 
 
 pusher = Pusher  # ``--policy worldplay.policies.toy:pusher``
+
+
+class Slow(Pusher):
+    """``pusher`` that moves on every ``EVERY``-th frame and stands still on the others (its last-step check
+    compares the frames it moved on)."""
+
+    EVERY = 2
+
+    def reset(self, seed: int) -> None:
+        super().reset(seed)
+        self._frames = 0
+
+    def __call__(self, frame: np.ndarray) -> str:
+        self._frames += 1
+        return super().__call__(frame) if self._frames % self.EVERY == 0 else "NOOP"
+
+
+class Slower(Slow):
+    """``pusher`` on every 4th frame."""
+
+    EVERY = 4
+
+
+slow, slower = Slow, Slower  # ``--policy worldplay.policies.toy:slow``
 
 
 def noop(frame: np.ndarray) -> str:
