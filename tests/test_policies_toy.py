@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from worldplay.agents import play_real, real_starts
@@ -11,12 +13,23 @@ from worldplay.policies.toy import Pusher, Slow
 TOY_AGENTS = ["worldplay.policies.toy:noop", "sticky", "worldplay.policies.toy:chase", "worldplay.policies.toy:pusher"]
 
 
+@functools.cache
+def _game_return(policy: str) -> float:
+    """Mean return of ``policy`` over 16 starts (seed 0) of 60 frames of the pushed-ball game, played once per
+    test session: the tests below share the start set and ``pusher``."""
+    return float(play_real("toy:push", policy, _starts(), 60, progress=False).mean())
+
+
+@functools.cache
+def _starts() -> dict:
+    return real_starts("toy:push", (64, 64), 16, 4, seed=0)
+
+
 def test_toy_agents_score_apart_in_the_pushed_ball_game():
     """The agents the toy world is ranked on: a still player never pushes, held random keys push now and then,
     ``chase`` pushes but pins the ball on walls, ``pusher`` steps round it (16 starts of 60 frames: 0, 1.44,
     2.31, 3.69; the game is deterministic, so these are exact on any machine)."""
-    starts = real_starts("toy:push", (64, 64), 16, 4, seed=0)
-    returns = [play_real("toy:push", p, starts, 60, progress=False).mean() for p in TOY_AGENTS]
+    returns = [_game_return(p) for p in TOY_AGENTS]
     assert returns[0] == 0.0, returns
     assert returns[0] < returns[1] < returns[2] < returns[3], returns
     assert returns[3] - returns[1] > 1.5, returns  # the best and the middle agent far apart, so a world can tell
@@ -26,9 +39,8 @@ def test_slowed_pushers_score_between_standing_still_and_pushing():
     """The same play at three speeds (``slower`` moves on every 4th frame, ``slow`` on every 2nd, ``pusher`` on
     every one) ranks by speed in the game (16 starts of 60 frames: 2.00, 2.88, 3.69; exact, the game is
     deterministic)."""
-    starts = real_starts("toy:push", (64, 64), 16, 4, seed=0)
     ladder = ["worldplay.policies.toy:slower", "worldplay.policies.toy:slow", "worldplay.policies.toy:pusher"]
-    returns = [play_real("toy:push", p, starts, 60, progress=False).mean() for p in ladder]
+    returns = [_game_return(p) for p in ladder]
     assert 0.0 < returns[0] < returns[1] < returns[2], returns
 
 
