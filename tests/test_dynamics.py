@@ -174,6 +174,40 @@ def test_motion_weights_favour_what_moved_and_keep_each_frames_scale():
     np.testing.assert_allclose(np.asarray(diffusion.motion_weights(jnp.asarray(z), 0.0)), 1.0)
 
 
+def test_sprite_weights_keep_a_still_sprite_heavy_where_motion_weights_do_not():
+    background = np.zeros((4, 4, 2), np.float32)
+    z = np.zeros((1, 3, 4, 4, 2), np.float32)
+    z[0, :, 3, 0] = 2.0  # a sprite that stands still in all three frames
+    z[0, 1, 1, 2] = 1.0  # and one that appears in frame 1 only
+    still = np.asarray(diffusion.motion_weights(jnp.asarray(z), 3.0))
+    both = np.asarray(diffusion.motion_weights(jnp.asarray(z), 3.0, jnp.asarray(background), 2.0))
+    np.testing.assert_allclose(both.mean(axis=(2, 3)), 1.0, rtol=1e-5)
+    assert still[0, 2, 3, 0] == pytest.approx(still[0, 2, 0, 0])  # motion alone: the still sprite is background
+    assert both[0, 2, 3, 0] > 5 * both[0, 2, 0, 0]  # with the sprite term it outweighs the empty screen
+    assert both[0, 0, 3, 0] > 5 * both[0, 0, 0, 0]  # in the first frame too, which has nothing before it
+    assert both[0, 1, 1, 2] > both[0, 1, 0, 0]  # what moved still gains
+    sprite_only = np.asarray(diffusion.motion_weights(jnp.asarray(z), 0.0, jnp.asarray(background), 2.0))
+    assert sprite_only[0, 1, 3, 0] > 5 * sprite_only[0, 1, 0, 0]
+    np.testing.assert_allclose(np.asarray(diffusion.motion_weights(jnp.asarray(z), 0.0, None, 2.0)), 1.0)
+
+
+def test_latent_background_is_the_empty_screen_behind_moving_sprites(tmp_path):
+    from worldplay.data.format import DatasetWriter, open_dataset
+    from worldplay.train.dynamics import latent_background
+
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter.create(tmp_path / "ds", frame_shape=(8, 8, 3), action_names=["NOOP", "LEFT"], fps=15.0)
+    for _ in range(3):
+        writer.write_episode(np.zeros((10, 8, 8, 3), np.uint8), np.zeros(10, np.int64))
+    ds = open_dataset(tmp_path / "ds")
+    latents = np.full((30, 2, 2, 3), 0.5, np.float32)  # the empty screen's latent, everywhere
+    for row in range(30):  # a sprite on one position per frame, moving on
+        latents[row, row % 2, (row // 2) % 2] = rng.normal(5.0, 1.0, 3)
+    np.testing.assert_allclose(latent_background(latents, ds, [0, 1, 2]), 0.5)
+    latents[20:] = -1.0  # rows of the third episode only
+    np.testing.assert_allclose(latent_background(latents, ds, [2]), -1.0)
+
+
 @pytest.mark.parametrize("power", [1.0, 3.0])
 def test_noise_levels_follow_the_configured_density(power):
     t = np.asarray(diffusion.sample_levels(jax.random.key(0), (200_000,), 0.1, 0.0, power))

@@ -87,6 +87,7 @@ class DynamicsConfig:
     clean_context_prob: float = 0.5  # chance per frame that training draws a low noise level (context-like)
     noise_level_power: float = 1.0  # training: non-context levels drawn with density (k+1) t^k (1: density 2t)
     motion_weight: float = 0.0  # training: extra loss weight where a frame changed (diffusion.motion_weights)
+    sprite_weight: float = 0.0  # training: extra loss weight where a frame differs from the background (same)
     sampling_steps: int = 4  # Euler steps per generated frame
     sampling_context_noise: float | None = None  # noise level of context frames at sampling (None: context_noise)
     guidance: float = 1.5  # default classifier-free guidance scale on the action
@@ -112,6 +113,7 @@ class DynamicsConfig:
         _require(0.0 <= self.clean_context_prob <= 1.0, "dynamics.clean_context_prob", "must be in [0, 1]")
         _require(self.noise_level_power >= 0.0, "dynamics.noise_level_power", "must be >= 0")
         _require(self.motion_weight >= 0.0, "dynamics.motion_weight", f"must be >= 0, got {self.motion_weight}")
+        _require(self.sprite_weight >= 0.0, "dynamics.sprite_weight", f"must be >= 0, got {self.sprite_weight}")
         _require(self.guidance >= 0.0, "dynamics.guidance", f"must be >= 0, got {self.guidance}")
 
     @property

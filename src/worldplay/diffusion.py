@@ -64,18 +64,30 @@ def previous_actions(actions_BT: jax.Array, null_action: int) -> jax.Array:
     return jnp.concatenate([first, actions_BT[:, :-1]], axis=1)
 
 
-def motion_weights(z_BThwC: jax.Array, strength: float) -> jax.Array:
+def motion_weights(
+    z_BThwC: jax.Array, strength: float, background_hwC: jax.Array | None = None, sprite: float = 0.0
+) -> jax.Array:
     """Per-position loss weights [B, T, h, w] that favour where a frame changed since the one before.
 
     ``1 + strength * change / mean(change)`` with ``change`` the squared latent difference to the previous
     frame, then scaled to mean 1 over each frame: a frame's loss keeps its scale and only moves towards the
     moving parts (in a game, the sprites the keys move), away from a background the model copies early.
     The first frame of a window, with nothing before it, and ``strength`` 0 give uniform weights.
+
+    With ``sprite`` above 0 and a ``background`` latent [h, w, C] (a game's empty screen, for example the
+    per-position median of its frames), ``sprite * away / mean(away)`` is added, ``away`` the squared latent
+    distance of each position to the background: the sprites keep their weight when they stand still, where
+    the motion term alone gives them none.
     """
     B, T, h, w, _ = z_BThwC.shape
-    if strength == 0.0:
-        return jnp.ones((B, T, h, w), z_BThwC.dtype)
-    change = jnp.mean((z_BThwC[:, 1:] - z_BThwC[:, :-1]) ** 2, axis=-1)  # [B, T-1, h, w]
-    change = jnp.concatenate([jnp.zeros_like(change[:, :1]), change], axis=1)
-    weights = 1.0 + strength * change / (jnp.mean(change, axis=(2, 3), keepdims=True) + 1e-6)
+    weights = jnp.ones((B, T, h, w), z_BThwC.dtype)
+    if strength == 0.0 and (sprite == 0.0 or background_hwC is None):
+        return weights
+    if strength:
+        change = jnp.mean((z_BThwC[:, 1:] - z_BThwC[:, :-1]) ** 2, axis=-1)  # [B, T-1, h, w]
+        change = jnp.concatenate([jnp.zeros_like(change[:, :1]), change], axis=1)
+        weights = weights + strength * change / (jnp.mean(change, axis=(2, 3), keepdims=True) + 1e-6)
+    if sprite and background_hwC is not None:
+        away = jnp.mean((z_BThwC - background_hwC) ** 2, axis=-1)  # [B, T, h, w]
+        weights = weights + sprite * away / (jnp.mean(away, axis=(2, 3), keepdims=True) + 1e-6)
     return weights / jnp.mean(weights, axis=(2, 3), keepdims=True)

@@ -130,6 +130,16 @@ def run_latents(
     return ae, ae_meta, encode_dataset(ae, stats, ds, latent_cache(cfg, ds, ae_meta), progress=progress)
 
 
+def latent_background(latents: np.ndarray, ds: Dataset, episodes: list[int], frames: int = 4096) -> np.ndarray:
+    """The latent of a game's empty screen [h, w, C]: per position, the median of up to ``frames`` latents spread
+    evenly over ``episodes`` (rows of ``latents`` follow the dataset's frames, episodes in order). Sprites move
+    about and cover each position in few frames, so the median is what lies behind them."""
+    starts = np.concatenate([[0], np.cumsum(ds.episode_lengths)])
+    rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in episodes])
+    rows = rows[np.linspace(0, len(rows) - 1, min(frames, len(rows))).astype(int)]
+    return np.median(np.asarray(latents[rows], np.float32), axis=0)
+
+
 def rollout(
     world: WorldModel, prompt_z: jax.Array, prompt_actions: np.ndarray, actions: np.ndarray, *, seed: int = 0
 ) -> np.ndarray:
@@ -151,9 +161,11 @@ class DynamicsObjective:
 
     name = "dynamics"
 
-    def __init__(self, cfg: Config, num_actions: int = 18):
+    def __init__(self, cfg: Config, num_actions: int = 18, background: np.ndarray | None = None):
         self.cfg = cfg
         self.num_actions = num_actions
+        # the latent of the game's empty screen [h, w, C], for ``dynamics.sprite_weight`` (zeros when not given)
+        self.background = np.zeros(cfg.autoencoder.latent_shape, np.float32) if background is None else background
 
     def build(self, rngs: nnx.Rngs) -> Dynamics:
         return Dynamics(self.cfg.dynamics, self.cfg.autoencoder.latent_shape, self.num_actions, rngs=rngs)
@@ -178,8 +190,8 @@ class DynamicsObjective:
         prev = diffusion.drop_actions(k_drop, prev, model.null_action, dc.null_action_prob)
         z_t = diffusion.add_noise(z, jax.random.normal(k_eps, z.shape), t[..., None, None, None])
         sq_err = (model(z_t, t, prev) - z) ** 2  # [B, T, h, w, C]
-        if dc.motion_weight:
-            weights = diffusion.motion_weights(z, dc.motion_weight)  # [B, T, h, w]
+        if dc.motion_weight or dc.sprite_weight:
+            weights = diffusion.motion_weights(z, dc.motion_weight, self.background, dc.sprite_weight)  # [B, T, h, w]
             err = jnp.mean(jnp.mean(sq_err, axis=-1) * weights, axis=(2, 3))  # [B, T]
         else:  # the unweighted mean, computed as before weights existed
             err = jnp.mean(sq_err, axis=(2, 3, 4))
@@ -190,8 +202,16 @@ class DynamicsObjective:
 
 
 class DynamicsStage(DynamicsObjective):
-    def __init__(self, cfg: Config, ae: Autoencoder, ae_meta: dict[str, Any], ds: Dataset, prompts: dict[str, Any]):
-        super().__init__(cfg, len(ds.action_names))
+    def __init__(
+        self,
+        cfg: Config,
+        ae: Autoencoder,
+        ae_meta: dict[str, Any],
+        ds: Dataset,
+        prompts: dict[str, Any],
+        background: np.ndarray | None = None,
+    ):
+        super().__init__(cfg, len(ds.action_names), background)
         self.ae = ae
         self.ae_meta = ae_meta
         self.ds = ds
@@ -350,11 +370,12 @@ def train_dynamics(cfg: Config, *, progress: bool = True, later_s: float | None 
     ds = open_dataset(cfg.data.dataset)
     ae, ae_meta, latents = run_latents(cfg, ds, "dynamics", progress=progress)
     root = run_dir(cfg, "dynamics")
-    _, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
+    train_eps, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
     train_iter, eval_batches = loaders(
         cfg, "dynamics", cfg.dynamics.window, eval_window=eval_window(cfg), dataset=ds, latents=latents
     )
-    stage = DynamicsStage(cfg, ae, ae_meta, ds, held_out_prompts(ds, held, seed=cfg.data.seed))
+    background = latent_background(latents, ds, train_eps) if cfg.dynamics.sprite_weight else None
+    stage = DynamicsStage(cfg, ae, ae_meta, ds, held_out_prompts(ds, held, seed=cfg.data.seed), background)
     result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
     result["world"] = str(root / "world")
     return result
