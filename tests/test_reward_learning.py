@@ -66,6 +66,6 @@ def test_eval_agents_plays_toy_agents_in_the_shipped_toy_world_and_in_the_game(t
     assert len(r["per_start"][RANKED[0]]["real_returns"]) == 16
     assert "Spearman" in capsys.readouterr().out
 
-    # without a game: the world alone, from its own held-out prompts
-    alone = evaluate_agents(load_world(resolve_world("toy-push")), RANKED, starts=4, steps=30, progress=False)
+    # without a game: the world alone, from its own held-out prompts (16 streams, as above: compiled once)
+    alone = evaluate_agents(load_world(resolve_world("toy-push")), RANKED, starts=16, steps=8, progress=False)
     assert alone["env"] is None and "spearman" not in alone and len(alone["world_return"]) == 3
