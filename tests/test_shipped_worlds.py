@@ -21,7 +21,7 @@ def test_a_shipped_world_opens_by_name_from_any_folder(tmp_path, monkeypatch):
     assert cpu.meta["name"] == "boxing-cpu" and cpu.has_reward and cpu.config.width == 128
     eye = load_world(resolve_world("privateeye"))  # the second game, trained by configs/atari-cpu.toml on the CPU
     assert eye.meta["name"] == "privateeye" and {"LEFT", "RIGHT", "UP"} <= set(eye.action_names)
-    toy = load_world(resolve_world("toy-push"))  # the pushed-ball toy game's world, which the agent tests rank in
+    toy = load_world(resolve_world("toy-push"))  # the pushed-ball toy game's world, which eval-agents is tested on
     assert toy.meta["name"] == "toy-push" and toy.has_reward and toy.config.guidance == 1.0
     assert resolve_world(None) == default_world()
     (tmp_path / "boxing").mkdir()
