@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -213,3 +214,48 @@ def test_noise_levels_follow_the_configured_density(power):
     t = np.asarray(diffusion.sample_levels(jax.random.key(0), (200_000,), 0.1, 0.0, power))
     # density (k+1) t^k: P(t > 0.9) = 1 - 0.9^(k+1)
     assert abs(np.mean(t > 0.9) - (1 - 0.9 ** (power + 1))) < 0.005
+
+
+def test_own_context_puts_the_models_one_step_prediction_in_place_of_picked_frames_without_gradient():
+    dyn = _dynamics(window=6)
+    z = jax.random.normal(jax.random.key(0), (8, 6, *LATENT))
+    actions = jnp.asarray(np.random.default_rng(0).integers(0, 5, (8, 6)), jnp.int32)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def own(z_, prob):
+        return diffusion.own_context(lambda z_t, t: dyn(z_t, t, actions), z_, jax.random.key(1), prob, 0.0)
+
+    np.testing.assert_array_equal(own(z, 0.0), z)
+    every = own(z, 1.0)  # every frame but the first is predicted from the first alone and pure noise
+    np.testing.assert_array_equal(every[:, 0], z[:, 0])
+    assert float(jnp.max(jnp.abs(every[:, 1:] - z[:, 1:]))) > 0.1
+    np.testing.assert_allclose(own(z.at[:, 1:].multiply(-3.0), 1.0)[:, 1:], every[:, 1:], atol=1e-5)
+    assert float(jnp.max(jnp.abs(own(z.at[:, 0].add(1.0), 1.0)[:, 1:] - every[:, 1:]))) > 1e-3
+    # no gradient flows through a prediction: only the kept recorded frames pass it on
+    grad = jax.grad(lambda z_: jnp.sum(own(z_, 1.0)))(z)
+    np.testing.assert_array_equal(grad[:, 0], 1.0)
+    np.testing.assert_array_equal(grad[:, 1:], 0.0)
+    # a share ``prob`` of the later frames is picked (the picking does not depend on the model)
+    many = jnp.zeros((2000, 6, 1, 1, 1))
+    changed = np.asarray(diffusion.own_context(lambda z_t, t: z_t + 1, many, jax.random.key(2), 0.3, 0.0))
+    changed = changed[:, :, 0, 0, 0] != 0  # [B, T]
+    assert not changed[:, 0].any() and abs(changed[:, 1:].mean() - 0.3) < 0.01
+
+
+def test_the_training_loss_makes_its_own_context_at_the_worlds_context_level(monkeypatch):
+    from worldplay.config import Config
+    from worldplay.train.dynamics import DynamicsObjective
+
+    calls, own_context = [], diffusion.own_context
+
+    def spy(denoise, z, key, prob, context_level):
+        calls.append((prob, context_level))
+        return own_context(denoise, z, key, prob, context_level)
+
+    monkeypatch.setattr(diffusion, "own_context", spy)
+    dyn = DynamicsConfig(width=16, depth=1, heads=2, window=3, own_context_prob=0.4, sampling_context_noise=0.05)
+    cfg = Config(autoencoder=AutoencoderConfig(channels=(8, 8, 8), latent_channels=4), dynamics=dyn)
+    objective = DynamicsObjective(cfg, num_actions=5)
+    batch = {k: jnp.asarray(v) for k, v in objective.example_batch(2).items()}
+    loss, _ = nnx.jit(objective.loss)(objective.build(nnx.Rngs(0)), batch, jax.random.key(0))
+    assert np.isfinite(float(loss)) and calls == [(0.4, 0.05)]

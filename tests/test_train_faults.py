@@ -419,6 +419,9 @@ def test_resuming_with_a_changed_model_is_refused(tmp_path, toy_dataset):
     dyn = cfg.dynamics
     sampler = dataclasses.replace(dyn, sampling_steps=1, sampling_context_noise=0.0, guidance=3.0)
     check_resumable(RunPaths(run), dataclasses.replace(cfg, dynamics=sampler), "dynamics")
+    # nor does fine-tuning a trained world on its own predictions
+    own = dataclasses.replace(cfg, dynamics=dataclasses.replace(dyn, own_context_prob=0.5))
+    check_resumable(RunPaths(run), own, "dynamics")
     wider = dataclasses.replace(cfg, dynamics=dataclasses.replace(dyn, width=2 * dyn.width))
     with pytest.raises(WorldplayError, match=r"dynamics\.width"):
         check_resumable(RunPaths(run), wider, "dynamics")

@@ -381,10 +381,11 @@ def bench_train(
     and the projected wall time of the config's whole schedule on this machine.
 
     Times the jitted training step alone (the same step ``worldplay train dynamics`` runs), after compiling.
-    Model FLOPs utilisation is the model's matrix-product FLOPs per step (three times a forward pass,
-    ``Dynamics.matmul_flops``, counted from the config, so the same on every backend) over the step time and
-    the device's dense peak: looked up for known GPUs (``PEAK_FLOPS``) or given as ``peak_tflops``. XLA's own
-    count of the compiled step is reported beside it as a check (``hlo_tflop_per_step``).
+    Model FLOPs utilisation is the model's matrix-product FLOPs per step (three times a forward pass, four with
+    ``dynamics.own_context_prob``; ``Dynamics.matmul_flops``, counted from the config, so the same on every
+    backend) over the step time and the device's dense peak: looked up for known GPUs (``PEAK_FLOPS``) or given
+    as ``peak_tflops``. XLA's own count of the compiled step is reported beside it as a check
+    (``hlo_tflop_per_step``).
 
     With ``project`` (and a config file: the shipped world's folder has no schedule), every stage of
     ``worldplay train world`` is timed the way the run itself projects it (``train.world.project_schedule``,
@@ -425,7 +426,8 @@ def bench_train(
     jax.block_until_ready(m)
     dt = (time.perf_counter() - t) / steps
     tokens = B * T * model.tokens
-    model_flops = 3 * B * model.matmul_flops(T)
+    # forward and backward; with ``own_context_prob`` one more forward pass makes the model's own context
+    model_flops = (4 if cfg.dynamics.own_context_prob else 3) * B * model.matmul_flops(T)
     result = {
         "benchmark": "train",
         **machine(),

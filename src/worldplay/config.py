@@ -88,6 +88,7 @@ class DynamicsConfig:
     noise_level_power: float = 1.0  # training: non-context levels drawn with density (k+1) t^k (1: density 2t)
     motion_weight: float = 0.0  # training: extra loss weight where a frame changed (diffusion.motion_weights)
     sprite_weight: float = 0.0  # training: extra loss weight where a frame differs from the background (same)
+    own_context_prob: float = 0.0  # training: chance per frame that later frames see the model's own prediction of it
     sampling_steps: int = 4  # Euler steps per generated frame
     sampling_context_noise: float | None = None  # noise level of context frames at sampling (None: context_noise)
     guidance: float = 1.5  # default classifier-free guidance scale on the action
@@ -114,6 +115,7 @@ class DynamicsConfig:
         _require(self.noise_level_power >= 0.0, "dynamics.noise_level_power", "must be >= 0")
         _require(self.motion_weight >= 0.0, "dynamics.motion_weight", f"must be >= 0, got {self.motion_weight}")
         _require(self.sprite_weight >= 0.0, "dynamics.sprite_weight", f"must be >= 0, got {self.sprite_weight}")
+        _require(0.0 <= self.own_context_prob <= 1.0, "dynamics.own_context_prob", "must be in [0, 1]")
         _require(self.guidance >= 0.0, "dynamics.guidance", f"must be >= 0, got {self.guidance}")
 
     @property
@@ -173,6 +175,8 @@ class IdmConfig:
 
 # the DynamicsConfig keys that say how a trained world samples, not what it learns: free to change after training
 SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance"})
+# the DynamicsConfig keys a trained run may resume with changed: switches of the objective that fine-tune a world
+FINE_TUNE_KEYS = frozenset({"own_context_prob"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ predicts x0; an Euler step of the flow from t to t' < 0 uses the implied noise
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -62,6 +64,32 @@ def previous_actions(actions_BT: jax.Array, null_action: int) -> jax.Array:
     """The action that led to each frame: ``actions[t - 1]``, and the null action for the first frame."""
     first = jnp.full_like(actions_BT[:, :1], null_action)
     return jnp.concatenate([first, actions_BT[:, :-1]], axis=1)
+
+
+def own_context(
+    denoise: Callable[[jax.Array, jax.Array], jax.Array],
+    z_BThwC: jax.Array,
+    key: jax.Array,
+    prob: float,
+    context_level: float,
+) -> jax.Array:
+    """Clean latents with some frames replaced by the model's own one-step predictions of them (no gradient).
+
+    Each frame but the first is picked with probability ``prob``. One pass of ``denoise(z_t, t)`` (the model,
+    with the recorded actions) sees the picked frames as pure noise (t = 1) and the others at ``context_level``,
+    the noise a world gives its context: for a picked frame whose past was not picked, its output is exactly
+    what a one-step sampler draws after the real past. Those outputs replace the picked frames. Training then
+    noises this window as usual and keeps the recorded latents as targets, so the frames after a picked one
+    learn to read the model's own blur and still predict the real next frame: the error a rollout feeds back
+    into its context, which clean or slightly noised recorded context never shows.
+    """
+    k_pick, k_eps = jax.random.split(key)
+    B, T = z_BThwC.shape[:2]
+    picked = jax.random.bernoulli(k_pick, prob, (B, T)) & (jnp.arange(T) > 0)
+    t = jnp.where(picked, 1.0, context_level)
+    z_t = add_noise(z_BThwC, jax.random.normal(k_eps, z_BThwC.shape), t[..., None, None, None])
+    own = jax.lax.stop_gradient(denoise(z_t, t))
+    return jnp.where(picked[..., None, None, None], own, z_BThwC)
 
 
 def motion_weights(

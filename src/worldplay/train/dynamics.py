@@ -186,9 +186,14 @@ class DynamicsObjective:
         z = batch["latents"].astype(jnp.float32)  # [B, T, h, w, C]
         k_t, k_eps, k_drop = jax.random.split(key, 3)
         t = diffusion.sample_levels(k_t, z.shape[:2], dc.context_noise, dc.clean_context_prob, dc.noise_level_power)
-        prev = diffusion.previous_actions(batch["actions"], model.null_action)
-        prev = diffusion.drop_actions(k_drop, prev, model.null_action, dc.null_action_prob)
-        z_t = diffusion.add_noise(z, jax.random.normal(k_eps, z.shape), t[..., None, None, None])
+        recorded = diffusion.previous_actions(batch["actions"], model.null_action)
+        prev = diffusion.drop_actions(k_drop, recorded, model.null_action, dc.null_action_prob)
+        inputs = z  # what the frames are noised from; the targets stay the recorded latents
+        if dc.own_context_prob:
+            denoise = lambda z_t, t_: model(z_t, t_, recorded)  # noqa: E731
+            own_key = jax.random.fold_in(key, 3)  # the other keys as without it: configs without it train as before
+            inputs = diffusion.own_context(denoise, z, own_key, dc.own_context_prob, dc.context_noise_at_sampling)
+        z_t = diffusion.add_noise(inputs, jax.random.normal(k_eps, z.shape), t[..., None, None, None])
         sq_err = (model(z_t, t, prev) - z) ** 2  # [B, T, h, w, C]
         if dc.motion_weight or dc.sprite_weight:
             weights = diffusion.motion_weights(z, dc.motion_weight, self.background, dc.sprite_weight)  # [B, T, h, w]
