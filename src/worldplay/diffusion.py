@@ -77,8 +77,8 @@ def own_context(
 
     Each frame but the first is picked with probability ``prob``. One pass of ``denoise(z_t, t)`` (the model,
     with the recorded actions) sees the picked frames as pure noise (t = 1) and the others at ``context_level``,
-    the noise a world gives its context: for a picked frame whose past was not picked, its output is exactly
-    what a one-step sampler draws after the real past. Those outputs replace the picked frames. Training then
+    the noise a world gives its context: for a picked frame whose past was not picked, its output is what a
+    one-step sampler at guidance 1 draws after the real past. Those outputs replace the picked frames. Training then
     noises this window as usual and keeps the recorded latents as targets, so the frames after a picked one
     learn to read the model's own blur and still predict the real next frame: the error a rollout feeds back
     into its context, which clean or slightly noised recorded context never shows.
