@@ -50,6 +50,7 @@ def test_overrides_and_frozen():
             r"train_dynamics\.early_window_steps: must be at most steps \(3000\)",
         ),
         ("train_autoencoder.early_window=4", r"train_autoencoder\.early_window: only the dynamics stage"),
+        ("reward.lag=3", r"reward\.lag: must be in \[0, reward\.frames - 2\] = \[0, 2\].*got 3"),
     ],
 )
 def test_bad_values_are_named(override, message):

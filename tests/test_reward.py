@@ -22,10 +22,10 @@ from worldplay.checkpoint import CheckpointError, attach_part, autoencoder_ident
 from worldplay.config import AutoencoderConfig, DynamicsConfig, RewardConfig, config_to_dict
 from worldplay.data.format import open_dataset
 from worldplay.errors import WorldplayError
-from worldplay.evaluate import matched_events, record_rollouts, reward_evaluation
+from worldplay.evaluate import _reward_scores, matched_events, record_rollouts, reward_evaluation
 from worldplay.models.autoencoder import Autoencoder
 from worldplay.models.dynamics import Dynamics
-from worldplay.models.reward import NEG, NONE, POS, RewardModel, reward_class
+from worldplay.models.reward import NEG, NONE, POS, RewardModel, refractory_steps, report_series, reward_class
 from worldplay.train.reward import class_weights
 from worldplay.world import load_world
 
@@ -68,6 +68,32 @@ def _with_reward(plain_world, tmp_path, bias, values=(-1.0, 0.0, 2.0)):
     ae_id = autoencoder_identity(read_world_meta(world))
     meta = {"config": config_to_dict(REW), "class_values": list(values), "autoencoder": {"id": ae_id}}
     attach_part(world, "reward", _reward_model(bias), meta)
+    return world
+
+
+def _with_action_reward(plain_world, tmp_path, fire: int, lag: int = 0, refractory=(0, 0)):
+    """A world whose reward model pays +2 for the step that takes action ``fire`` (whatever the frames), seen
+    ``lag`` frames later."""
+    import shutil
+
+    path, (meta, _, _) = plain_world
+    cfg = RewardConfig(frames=3, width=4, lag=lag)
+    n = len(meta["action_names"])
+    model = _random_weights(lambda: RewardModel(cfg, AE.latent_shape, n, rngs=nnx.Rngs(0)), 2)
+    hidden = model.hidden.kernel.shape[0]
+    model.proj.kernel[...] = jnp.zeros_like(model.proj.kernel[...])  # the frames count for nothing
+    model.proj.bias[...] = jnp.zeros_like(model.proj.bias[...])
+    model.action_embed.embedding[...] = jnp.zeros((n, hidden)).at[fire, 0].set(10.0)
+    model.hidden.kernel[...] = jnp.eye(hidden)
+    model.hidden.bias[...] = jnp.zeros(hidden)
+    model.out.kernel[...] = jnp.zeros_like(model.out.kernel[...]).at[0, POS].set(10.0)
+    model.out.bias[...] = jnp.asarray([0.0, 1.0, 0.0, -5.0])  # else no reward, and never an end
+    world = tmp_path / f"world-{fire}-{lag}-{refractory[0]}{refractory[1]}"
+    shutil.copytree(path, world)
+    ae_id = autoencoder_identity(read_world_meta(world))
+    part = {"config": config_to_dict(cfg), "class_values": [-1.0, 0.0, 2.0], "refractory": list(refractory),
+            "autoencoder": {"id": ae_id}}  # fmt: skip
+    attach_part(world, "reward", model, part)
     return world
 
 
@@ -199,6 +225,54 @@ def test_rollouts_record_returns_and_predicted_rewards(plain_world, tmp_path):
     assert rec["generated_frames"] == 1 and rec["ended"] and rec["return"] == 0.0
     ep = open_dataset(tmp_path / "out2" / "dataset")[0]
     assert len(ep.actions) == 4 + 1 and ep.terminals.tolist() == [False] * 4 + [True]
+
+
+def test_a_lagged_reward_model_reports_each_reward_lag_steps_late_and_an_event_once(plain_world, tmp_path):
+    fire = 2
+    frames, acts = load_world(plain_world[0]).held_out_prompt(np.array([0, 1]))
+    acts[:, -1] = fire  # the prompt's last step would pay: it is not the stream's, so it is never reported
+
+    def play(world_dir, actions, restart_at=None):
+        world = load_world(world_dir)
+        state = world.start(frames, acts)
+        out = []
+        for t, a in enumerate(actions):
+            if t == restart_at:  # stream 1 starts again, from the same prompt
+                state = world.restart(state, np.array([False, True]), frames, acts)
+            state, _, r, _ = world.step_with_reward(state, np.array([a, a]))
+            out.append(r.tolist())
+        return np.array(out).T  # [stream, step]
+
+    actions = [fire, 0, 0, fire, fire, 0]
+    now = play(_with_action_reward(plain_world, tmp_path, fire, lag=0), actions)
+    assert now.tolist() == [[2, 0, 0, 2, 2, 0]] * 2
+    late = play(_with_action_reward(plain_world, tmp_path, fire, lag=1), actions, restart_at=4)
+    assert late[0].tolist() == [0, 2, 0, 0, 2, 2]  # each one step late; the first is the prompt's, not reported
+    # restarted at step 4: step 3's reward goes with its past, step 4 is its new first step (the prompt's)
+    assert late[1].tolist() == [0, 2, 0, 0, 0, 2]
+    # an event of a sign is not reported again within the refractory steps of the last prediction of that sign
+    once = play(_with_action_reward(plain_world, tmp_path, fire, refractory=(0, 1)), actions)
+    assert once[0].tolist() == [2, 0, 0, 2, 0, 0]
+    assert report_series(np.array([2, 2, 2, 0, 0, 2, -1, -1, 0, 2]), (1, 2)).tolist() == [2, 0, 0, 0, 0, 2, -1, 0, 0, 2]
+    assert refractory_steps([np.array([0, 1, 0, 0, 1, -1, 0, -1]), np.array([1, 0, 0, 0, 0, 0, 1.0])], 3) == (1, 2)
+
+    # worldplay eval scores the rewards as the world reports them: one step late, within its 1-frame tolerance
+    world = load_world(tmp_path / "world-2-1-00")  # the lagged world above
+    n = 12
+    z = np.random.default_rng(0).normal(size=(n, *AE.latent_shape)).astype(np.float32)
+    a = np.zeros(n, np.int64)
+    a[[2, 6, 9]] = fire
+    rewards = np.where(a == fire, 1.0, 0.0).astype(np.float32)  # the step that fires pays
+    outcome = (rewards, np.zeros(n, bool))
+    for tolerance, f1 in ((1, 1.0), (0, 0.0)):
+        scores = _reward_scores(world, [z], [a], [outcome], window=300, tolerance=tolerance)
+        assert scores["positive"]["f1"] == f1 and scores["positive"]["predicted"] == 3
+    # and rollouts write each reward at the step it belongs to (reported one step later)
+    summary = record_rollouts(world, "random", tmp_path / "out", episodes=1, steps=5, progress=False)
+    ep = open_dataset(tmp_path / "out" / "dataset")[0]
+    generated = ep.actions[3:-1]  # 5 actions after the 3 of the prompt, before the last frame's
+    assert ep.rewards[3:].tolist() == [2.0 * (x == fire) for x in generated[:4]] + [0.0, 0.0]
+    assert summary["episode_list"][0]["return"] == ep.rewards.sum()
 
 
 def test_ranking_metrics():

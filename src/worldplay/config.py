@@ -146,9 +146,16 @@ class RewardConfig:
     width: int = 32  # channels of its first convolution (the second has twice as many)
     augment_noise: float = 0.3  # training: latents noised at a level drawn in [0, this], as generated frames are
     balance: float = 0.5  # training: class weights (1 / frequency) ** balance; 0 plain cross-entropy, 1 balanced
+    lag: int = 0  # frames after the outcome's frame it reads too; a world reports the reward this many steps late
 
     def __post_init__(self) -> None:
         _require(self.frames >= 2, "reward.frames", f"must be >= 2 (the newest and one before), got {self.frames}")
+        _require(
+            0 <= self.lag <= self.frames - 2,
+            "reward.lag",
+            f"must be in [0, reward.frames - 2] = [0, {self.frames - 2}] (the window holds the frame before the "
+            f"outcome's, the outcome's, and the lag's), got {self.lag}",
+        )
         _require(self.width >= 1, "reward.width", f"must be >= 1, got {self.width}")
         _require(0.0 <= self.augment_noise < 1.0, "reward.augment_noise", "must be in [0, 1)")
         _require(0.0 <= self.balance <= 1.0, "reward.balance", f"must be in [0, 1], got {self.balance}")

@@ -111,8 +111,10 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
     ``Discrete(len(world.action_names))``, named by ``get_action_meanings()``.
 
     ``reward`` and ``terminated`` are the world's own predictions (its reward model,
-    ``worldplay train reward``): the reward of the step, and whether the new frame is
-    the episode's last. A world without a reward model gives reward 0.0 and never
+    ``worldplay train reward``): the reward of the step (of the step ``world.reward.lag``
+    steps before, for a reward model that reads frames past the point's, as the Boxing
+    worlds' does: one step late), and whether the new frame is the episode's last. A
+    world without a reward model gives reward 0.0 and never
     terminates, and says so once with a warning. ``truncated`` is True once
     ``max_episode_steps`` steps were taken.
 

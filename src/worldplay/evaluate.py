@@ -23,6 +23,7 @@ from worldplay.data.format import open_dataset
 from worldplay.data.loader import split_episodes
 from worldplay.errors import WorldplayError
 from worldplay.metrics import PSNR_CAP_DB, image_grid, mean_ci95, psnr, ssim
+from worldplay.models import reward as reward_model
 
 
 def _mean_ci(x: np.ndarray) -> dict[str, float]:
@@ -570,8 +571,10 @@ def _reward_scores(
     window: int,
     tolerance: int,
 ) -> dict[str, Any]:
-    """The reward model on each episode's latents [T, h, w, C] (see :func:`reward_evaluation`)."""
-    F = world.reward.frames
+    """The reward model on each episode's latents [T, h, w, C] (see :func:`reward_evaluation`), its rewards as a
+    world reports them: with a lag L, the reward of step j - 1 comes with frame j + L (so the last L steps of an
+    episode have none), and an event is not reported again within the model's refractory steps."""
+    F, lag = world.reward.frames, world.reward.lag
     pred_r, real_r, pred_end, real_end, ep_ok = [], [], [], [], []
     windows: dict[str, list[float]] = {"window_predicted": [], "window_real": [], "episode_predicted": [],
                                        "episode_real": []}  # fmt: skip
@@ -579,9 +582,11 @@ def _reward_scores(
         n = len(z)
         padded = np.concatenate([np.repeat(z[:1], F - 1, axis=0), z])  # frame 0 fills the frames before it
         idx = np.arange(1, n)[:, None] + np.arange(F)[None, :]  # windows ending at frame j (j = 1..n-1)
-        acts = episode_actions[: n - 1]  # a[j-1] made frame j
+        acts = episode_actions[np.maximum(np.arange(n - 1) - lag, 0)]  # a[j-1-L] made frame j - L
         chunks = [world.predict_reward(padded[idx[c : c + 512]], acts[c : c + 512]) for c in range(0, n - 1, 512)]
         r_hat, end_hat = np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+        r_hat = np.where(np.arange(n - 1) >= lag, r_hat, 0.0)  # before frame L + 1: no step of the episode's yet
+        r_hat = reward_model.report_series(r_hat, world.reward.refractory)  # as reported: index j - 1, frame j
         r_true, end_true = rewards[: n - 1], terminals[1:]
         pred_r.append(r_hat)
         real_r.append(r_true)
@@ -981,7 +986,10 @@ def record_rollouts(
                 actions_i = np.concatenate([prompt_acts, acts[i, : n + 1]])
                 # rewards[k] and terminals[k] are the outcome of actions[k]: the prompt's are not known (0), the
                 # generated ones are the world's; the last frame's action ends the game if the world said so
-                rewards_i = np.concatenate([np.zeros(P - 1, np.float32), rewards[i, : n + 1]])
+                # (a reward model with a lag reports the reward of step t at step t + lag: moved back to step t)
+                lag = world.reward.lag if world.has_reward else 0
+                generated = np.concatenate([rewards[i, lag : n + 1], np.zeros(lag, np.float32)])
+                rewards_i = np.concatenate([np.zeros(P - 1, np.float32), generated])
                 terminals_i = np.zeros(len(actions_i), bool)
                 terminals_i[-1] = ended[i, n]
                 meta = {

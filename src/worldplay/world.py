@@ -7,7 +7,9 @@
 
 A world may carry a reward model (``models/reward.py``): it reads the latents of the last
 few frames, the new one included, inside the same jitted frame function. A world without
-one predicts reward 0 and never ends an episode (``world.has_reward`` says which).
+one predicts reward 0 and never ends an episode (``world.has_reward`` says which). A reward
+model with a lag L reports each step's reward L steps late (the first L steps of a stream
+report 0: their rewards would be the prompt's).
 
 One jitted function makes a frame: every denoising step (conditional and
 unconditional predictions as one batch of two), the KV-cache update and the
@@ -52,6 +54,9 @@ class WorldState:
     slot_frame: jax.Array  # [B, S] int32: frame index held by each slot of each stream, -1 while empty
     frame_index: jax.Array  # [B] int32: index of each stream's next frame (streams restart on their own)
     recent: jax.Array  # [B, F, h, w, C] normalised latents of the last F frames, newest last (for the reward model)
+    recent_actions: jax.Array  # [B, F] int32: the action that made each of those frames
+    steps: jax.Array  # [B] int32: frames each stream has generated since its start
+    since_event: jax.Array  # [B, 2] int32: steps since its reward model last predicted a negative / positive event
     key: jax.Array  # PRNG key
     batched: bool = struct.field(pytree_node=False, default=False)
 
@@ -99,8 +104,10 @@ def fill(
     first = (state.frame_index == 0)[:, None, None, None, None]
     rolled = jnp.concatenate([state.recent[:, 1:], z_BhwC[:, None].astype(state.recent.dtype)], axis=1)
     recent = jnp.where(first, jnp.broadcast_to(z_BhwC[:, None], state.recent.shape), rolled)
+    rolled_actions = jnp.concatenate([state.recent_actions[:, 1:], actions_B[:, None].astype(jnp.int32)], axis=1)
     return state.replace(
         recent=jnp.where(take[:, None, None, None, None], recent, state.recent),
+        recent_actions=jnp.where(take[:, None], rolled_actions, state.recent_actions),
         cache_k=write_all(state.cache_k, k_new, slot, take),
         cache_v=write_all(state.cache_v, v_new, slot, take),
         slot_frame=jnp.where(
@@ -116,6 +123,8 @@ def clear(state: WorldState, mask_B: jax.Array) -> WorldState:
     return state.replace(
         slot_frame=jnp.where(mask_B[:, None], -1, state.slot_frame),
         frame_index=jnp.where(mask_B, 0, state.frame_index),
+        steps=jnp.where(mask_B, 0, state.steps),
+        since_event=jnp.where(mask_B[:, None], reward_model.SINCE_START, state.since_event),
     )
 
 
@@ -162,14 +171,21 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef
         """The next frame's latents and the state after it, without the decode."""
         dyn = nnx.merge(dyn_def, dyn_p)
         state, z = generate(dyn, state, actions, guidance)
-        return fill(dyn, state, z, actions), z
+        return fill(dyn, state, z, actions).replace(steps=state.steps + 1), z
 
-    def outcome(rew, state, actions):
-        """The reward of the step that made the newest frame, and whether that frame ends the episode."""
+    def outcome(rew, state):
+        """The reward of the step that made the newest frame (with a lag L: the frame L before it), as reported,
+        and whether the newest frame ends the episode; and the state with the reward model's event counts."""
+        B = state.steps.shape[0]
         if rew_def is None:
-            return jnp.zeros(actions.shape, jnp.float32), jnp.zeros(actions.shape, bool)
-        rew_p, values = rew
-        return reward_model.predict(nnx.merge(rew_def, rew_p), values, state.recent, actions)
+            return state, jnp.zeros((B,), jnp.float32), jnp.zeros((B,), bool)
+        rew_p, values, refractory = rew
+        model = nnx.merge(rew_def, rew_p)
+        lag = model.config.lag
+        reward, end = reward_model.predict(model, values, state.recent, state.recent_actions[:, -1 - lag])
+        reward = jnp.where(state.steps > lag, reward, 0.0)  # not a step of the prompt's, before the stream started
+        reward, since = reward_model.report(reward, state.since_event, refractory)
+        return state.replace(since_event=since), reward, end
 
     def teacher(dyn_p, state, z_real, actions, guidance):
         """The world's sample of the next frame from the cached real past, then the real frame into the cache."""
@@ -178,12 +194,12 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef
         return fill(dyn, state, z_real, actions), z
 
     def predict_reward(rew, z, actions):
-        rew_p, values = rew
+        rew_p, values, _ = rew
         return reward_model.predict(nnx.merge(rew_def, rew_p), values, z, actions)
 
     def frame(ae_p, dyn_p, rew, stats, state, actions, guidance):
         state, z = advance(dyn_p, state, actions, guidance)
-        reward, end = outcome(rew, state, actions)
+        state, reward, end = outcome(rew, state)
         return state, decode(ae_p, stats, z), z, reward, end
 
     return {
@@ -234,7 +250,8 @@ class WorldModel:
         self._rew_def, self._rew = None, None
         if reward is not None:
             self._rew_def, rew_p = nnx.split(reward.model)
-            self._rew = jax.device_put((rew_p, jnp.asarray(reward.class_values, jnp.float32)), device)
+            values = jnp.asarray(reward.class_values, jnp.float32)
+            self._rew = jax.device_put((rew_p, values, jnp.asarray(reward.refractory, jnp.int32)), device)
         self._fns = _compiled(self._ae_def, self._dyn_def, self._rew_def)
 
     @property
@@ -278,12 +295,16 @@ class WorldModel:
         dyn, cfg = self._dyn, self.config
         S = cfg.window - 1
         shape = (cfg.depth, batch, S * dyn.tokens, cfg.heads, cfg.width // cfg.heads)
+        F = self.reward.frames if self.reward else 1
         return WorldState(
             cache_k=jnp.zeros(shape, jnp.float32),
             cache_v=jnp.zeros(shape, jnp.float32),
             slot_frame=jnp.full((batch, S), -1, jnp.int32),
             frame_index=jnp.zeros((batch,), jnp.int32),
-            recent=jnp.zeros((batch, self.reward.frames if self.reward else 1, *dyn.latent_shape), jnp.float32),
+            recent=jnp.zeros((batch, F, *dyn.latent_shape), jnp.float32),
+            recent_actions=jnp.full((batch, F), dyn.null_action, jnp.int32),
+            steps=jnp.zeros((batch,), jnp.int32),
+            since_event=jnp.full((batch, 2), reward_model.SINCE_START, jnp.int32),
             key=jax.random.key(seed),
             batched=batched,
         )
@@ -376,6 +397,7 @@ class WorldModel:
         end), with reward float32 [B] and end bool [B] for B streams (a float and a bool for one).
 
         ``end`` says the new frame is the episode's last. A world without a reward model gives 0.0 and False.
+        A reward model with a lag L (``world.reward.lag``) gives the reward of the step L steps before this one.
         """
         state, frames, _, reward, end = self._frame(state, action, guidance)
         frames, reward, end = np.asarray(frames), np.asarray(reward), np.asarray(end)
@@ -485,7 +507,8 @@ def load_world(
         n_act = len(meta["action_names"])
         rew = nnx.eval_shape(lambda: reward_model.RewardModel(rew_cfg, ae_cfg.latent_shape, n_act, rngs=nnx.Rngs(0)))
         values = tuple(float(v) for v in meta["reward"]["class_values"])
-        reward = reward_model.RewardHead(restore_into(rew, path / "reward"), values)  # type: ignore[arg-type]
+        refractory = tuple(int(v) for v in meta["reward"].get("refractory", (0, 0)))  # worlds before it: none
+        reward = reward_model.RewardHead(restore_into(rew, path / "reward"), values, refractory)  # type: ignore[arg-type]
     return WorldModel(
         ae,
         dyn,

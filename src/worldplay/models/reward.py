@@ -11,6 +11,16 @@ positive); a class's value is the mean recorded reward of that sign, stored with
 model. ``end`` says that the newest frame is the episode's last one (the dataset marks the
 last recorded frame of a game that ended).
 
+With ``lag`` L > 0 the model reads L frames past the outcome's: the action is the one that
+produced the frame L before the newest, and a world reports its reward L steps late. What
+a point does to the frames (the boxer knocked back, the score redrawn) shows over the
+frames after it, which is the view a model needs where the autoencoder blurs the score.
+
+A reward event seen on one frame is often seen again on the next. A world reports an event
+of a sign only where the model did not predict that sign on any of the ``refractory``
+steps before (:func:`report`); ``refractory`` is measured on the training episodes: the
+shortest gap between two events of one sign there, less one, and at most ``frames - 1``.
+
 Dimension keys: B batch, F frames, h, w latent grid, C latent channels, D width.
 """
 
@@ -72,10 +82,51 @@ class RewardHead:
 
     model: RewardModel
     class_values: tuple[float, float, float]  # reward of the negative, none and positive classes
+    refractory: tuple[int, int] = (0, 0)  # steps after a predicted negative / positive event not reported again
 
     @property
     def frames(self) -> int:
         return self.model.config.frames
+
+    @property
+    def lag(self) -> int:
+        return self.model.config.lag
+
+
+def refractory_steps(rewards: list[np.ndarray], frames: int) -> tuple[int, int]:
+    """Per sign (negative, positive): the shortest gap between two events of that sign in any of the episodes'
+    reward series, less one, at most ``frames - 1`` (an event stays in the model's view that long); 0 for a sign
+    with fewer than two events in an episode."""
+    out = []
+    for test in (np.less, np.greater):
+        gaps = [np.diff(np.flatnonzero(test(r, 0))) for r in rewards]
+        gaps = [int(g.min()) for g in gaps if g.size]
+        out.append(min(min(gaps) - 1, frames - 1) if gaps else 0)
+    return out[0], out[1]
+
+
+def report(reward_B: jax.Array, since_B2: jax.Array, refractory_2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Predicted rewards of one step [B] -> those reported: an event of a sign is reported unless the model
+    predicted that sign within the last ``refractory`` steps. ``since`` [B, 2] counts the steps since the last
+    prediction of each sign (negative, positive), as of the step before; returns the rewards and the new count."""
+    since = since_B2 + 1
+    sign = jnp.stack([reward_B < 0, reward_B > 0], axis=-1)  # [B, 2]
+    blocked = jnp.any(sign & (since <= refractory_2), axis=-1)
+    return jnp.where(blocked, 0.0, reward_B), jnp.where(sign, 0, since)
+
+
+def report_series(rewards_T: np.ndarray, refractory: tuple[int, int]) -> np.ndarray:
+    """:func:`report` along one stream's predicted rewards [T], from a start (nothing predicted before)."""
+
+    def one(since, r):
+        out, since = report(r[None], since, jnp.asarray(refractory, jnp.int32))
+        return since, out[0]
+
+    start = jnp.full((1, 2), SINCE_START, jnp.int32)
+    return np.asarray(jax.lax.scan(one, start, jnp.asarray(rewards_T, jnp.float32))[1])
+
+
+SINCE_START = 1 << 20  # ``since`` of a stream that has predicted nothing yet
 
 
 def predict(

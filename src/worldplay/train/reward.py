@@ -1,8 +1,9 @@
 """The reward stage: the reward and episode-end model (``models/reward.py``) on cached latents.
 
 Each training element is a window of ``reward.frames`` frames of one episode: the model reads their
-latents and the action that produced the newest frame, and learns that action's recorded reward (a
-class per sign) and whether the newest frame is the episode's last. Rewards are sparse (about 2.6%
+latents and the action that produced the newest frame (with ``reward.lag`` L: the frame L before the
+newest), and learns that action's recorded reward (a class per sign) and whether the newest frame is
+the episode's last. Rewards are sparse (about 2.6%
 of Boxing's frames), so the cross-entropy weighs each class by ``(1 / frequency) ** reward.balance``,
 measured on the training episodes; the end logit likewise. Latents are noised at a random level up
 to ``reward.augment_noise``, because in a world the model reads generated frames, not encoded ones.
@@ -32,7 +33,7 @@ from worldplay.config import Config, config_to_dict
 from worldplay.data.format import Dataset, open_dataset
 from worldplay.errors import WorldplayError
 from worldplay.evaluate import matched_events
-from worldplay.models.reward import NEG, POS, RewardModel, reward_class
+from worldplay.models.reward import NEG, POS, RewardModel, refractory_steps, reward_class
 
 
 def class_weights(counts: np.ndarray, balance: float) -> np.ndarray:
@@ -58,6 +59,7 @@ class RewardStage:
         *,
         counts: dict[str, np.ndarray] | None = None,
         class_values: tuple[float, float, float] = (-1.0, 0.0, 1.0),
+        refractory: tuple[int, int] = (0, 0),
         target: dict[str, Any] | None = None,
     ):
         self.cfg = cfg
@@ -68,6 +70,7 @@ class RewardStage:
         self.reward_weights = class_weights(counts["reward"], rc.balance)
         self.end_weights = class_weights(counts["end"], rc.balance)  # [not end, end]
         self.class_values = tuple(float(v) for v in class_values)
+        self.refractory = (int(refractory[0]), int(refractory[1]))
         # where the model goes: {"world": folder, "also": [folders made from it later], "autoencoder": identity}
         self.target = target
         self.last_eval: dict[str, float] = {}
@@ -86,12 +89,14 @@ class RewardStage:
         })  # fmt: skip
 
     def batch(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """A window of F frames -> the newest frame's inputs and targets: the action before it (which made it),
-        that action's reward class, and whether the newest frame is the episode's last."""
+        """A window of F frames -> the model's inputs and targets: the action that made the frame ``lag`` before
+        the newest (the newest itself without a lag), that action's reward class, and whether the newest frame is
+        the episode's last. (``actions[k]`` and ``rewards[k]`` belong to the step from frame k to k + 1.)"""
+        k = -2 - self.cfg.reward.lag
         return {
             "latents": raw["latents"],
-            "action": raw["actions"][:, -2].astype(np.int32),
-            "reward_class": reward_class(raw["rewards"][:, -2]),
+            "action": raw["actions"][:, k].astype(np.int32),
+            "reward_class": reward_class(raw["rewards"][:, k]),
             "end": raw["terminals"][:, -1].astype(np.int32),
         }
 
@@ -155,6 +160,7 @@ class RewardStage:
         meta = {
             "config": config_to_dict(self.cfg.reward),
             "class_values": list(self.class_values),
+            "refractory": list(self.refractory),
             "autoencoder": (self.target or {}).get("autoencoder"),
             "eval": self.last_eval,
         }
@@ -242,8 +248,12 @@ def train_reward(
         }
     train_eps, _ = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
     counts, values = outcome_counts(ds, train_eps)
+    refractory = refractory_steps([ds.read_outcomes(e)[0] for e in train_eps], cfg.reward.frames)
     train_iter, eval_batches = loaders(cfg, "reward", cfg.reward.frames, dataset=ds, latents=latents, outcomes=True)
-    stage = RewardStage(cfg, len(ds.action_names), latents.shape[1:], counts=counts, class_values=values, target=target)
+    stage = RewardStage(
+        cfg, len(ds.action_names), latents.shape[1:], counts=counts, class_values=values, refractory=refractory,
+        target=target,
+    )  # fmt: skip
     result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
     result["model"] = str(root / "model")
     result["world"] = target["world"]
