@@ -273,6 +273,15 @@ def test_a_lagged_reward_model_reports_each_reward_lag_steps_late_and_an_event_o
     generated = ep.actions[3:-1]  # 5 actions after the 3 of the prompt, before the last frame's
     assert ep.rewards[3:].tolist() == [2.0 * (x == fire) for x in generated[:4]] + [0.0, 0.0]
     assert summary["episode_list"][0]["return"] == ep.rewards.sum()
+    # eval-agents counts the rewards of all of an episode's steps: the world plays on to report the last one
+    from worldplay.agents import play_world
+
+    noop = world.action_names.index("NOOP")
+    start = frames[:1], acts[:1]
+    for lag in (0, 1):
+        pays = load_world(_with_action_reward(plain_world, tmp_path, noop, lag=lag))  # every NOOP pays 2
+        r = play_world(pays, "worldplay.policies.toy:noop", *start, 5, seeds=[0], progress=False)
+        assert r.tolist() == [10.0]
 
 
 def test_ranking_metrics():

@@ -139,10 +139,13 @@ def play_world(
     progress: bool = True,
 ) -> np.ndarray:
     """Return [N] of ``policy`` in the world from start frames [N, P, H, W, 3] (and actions [N, P - 1]), ``batch``
-    starts at a time; the world's predicted rewards, until its predicted end or ``steps`` frames."""
+    starts at a time; the world's predicted rewards of its steps until its predicted end or ``steps`` frames. A
+    reward model with a lag L reports a step's reward L steps later, so each stream plays L steps more to report
+    the rewards of its last L steps (the rewards of those extra steps are not counted)."""
     from worldplay.policies import make_policy
 
     N = len(frames)
+    lag = world.reward.lag if world.has_reward else 0
     returns = np.zeros(N)
     bar = tqdm(total=N * steps, desc=f"world {policy}", unit="frame", disable=not progress)
     for first in range(0, N, batch):
@@ -152,14 +155,17 @@ def play_world(
             p.reset(int(seeds[k]))
         state = world.start(frames[idx], None if actions is None else actions[idx], seed=int(seeds[first]))
         frame = frames[idx, -1]
-        live = np.ones(len(idx), bool)
-        for _ in range(steps):
-            acts = np.array([p(f) if ok else 0 for p, f, ok in zip(pols, frame, live, strict=True)], np.int64)
+        live = np.ones(len(idx), bool)  # the episode goes on (no end predicted, fewer than `steps` steps)
+        counted = np.full(len(idx), steps + lag)  # rewards reported before this step are the episode's
+        for t in range(steps + lag):
+            acts = np.array([p(f) if t < n else 0 for p, f, n in zip(pols, frame, counted, strict=True)], np.int64)
             state, frame, reward, end = world.step_with_reward(state, acts, guidance)
-            returns[idx] += np.where(live, reward, 0.0)
-            live &= ~np.asarray(end, bool)
-            bar.update(len(idx))
-            if not live.any():
+            returns[idx] += np.where(t < counted, reward, 0.0)
+            ended = live & np.asarray(end, bool)
+            counted = np.where(ended, t + 1 + lag, counted)
+            live &= ~ended & (t + 1 < steps)
+            bar.update(len(idx) if t < steps else 0)
+            if not np.any(t + 1 < counted):
                 break
     bar.close()
     return returns
