@@ -535,9 +535,10 @@ def reward_evaluation(
 
     For each transition j-1 -> j the model reads the latents of the frames up to j (as in the world: a stream's
     first frame fills the frames before it) and the action a[j-1]; its reward class is compared with the recorded
-    reward r[j-1] and its end flag with the recorded terminal of frame j (the last frame of a game that ended).
-    With ``world_frames`` the same scores are added under ``world_frames`` (``f1``, ``negative``, ``positive``,
-    ``end``) with the model reading the world's own one-step predictions of those frames instead (each sampled
+    reward r[j-1] and its end flag with the recorded terminal of frame j (the last frame of a game that ended);
+    a lagged model's rewards are scored as a world reports them (:func:`_reward_scores`). With ``world_frames``
+    the same scores are added under ``world_frames`` (``f1``, ``negative``, ``positive``, ``end``) with the
+    model reading the world's own one-step predictions of those frames instead (each sampled
     from the real frames before it and the recorded action): how well it scores what the world generates.
     Reward events by sign, matched within ``tolerance`` frames: precision, recall and F1; ``f1`` is the mean of
     the two signs' F1 (a sign with no real and no predicted event counts as 1). Episode ends likewise, and the
