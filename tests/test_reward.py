@@ -59,24 +59,27 @@ def plain_world(toy_dataset, tmp_path_factory):
     return save_world(tmp_path_factory.mktemp("rw") / "world", meta, ae, dyn, frames, actions), (meta, ae, dyn)
 
 
-def _with_reward(plain_world, tmp_path, bias, values=(-1.0, 0.0, 2.0)):
+def _attach(plain_world, world, model: RewardModel, values=(-1.0, 0.0, 2.0), refractory=None):
+    """A copy of the plain world at ``world`` with ``model`` as its reward model."""
     import shutil
 
-    path, _ = plain_world
-    world = tmp_path / "world"
-    shutil.copytree(path, world)
+    shutil.copytree(plain_world[0], world)
     ae_id = autoencoder_identity(read_world_meta(world))
-    meta = {"config": config_to_dict(REW), "class_values": list(values), "autoencoder": {"id": ae_id}}
-    attach_part(world, "reward", _reward_model(bias), meta)
+    meta = {"config": config_to_dict(model.config), "class_values": list(values), "autoencoder": {"id": ae_id}}
+    if refractory is not None:
+        meta["refractory"] = list(refractory)
+    attach_part(world, "reward", model, meta)
     return world
+
+
+def _with_reward(plain_world, tmp_path, bias, values=(-1.0, 0.0, 2.0)):
+    return _attach(plain_world, tmp_path / "world", _reward_model(bias), values)
 
 
 def _with_action_reward(plain_world, tmp_path, fire: int, lag: int = 0, refractory=(0, 0)):
     """A world whose reward model pays +2 for the step that takes action ``fire`` (whatever the frames), seen
     ``lag`` frames later."""
-    import shutil
-
-    path, (meta, _, _) = plain_world
+    _, (meta, _, _) = plain_world
     cfg = RewardConfig(frames=3, width=4, lag=lag)
     n = len(meta["action_names"])
     model = _random_weights(lambda: RewardModel(cfg, AE.latent_shape, n, rngs=nnx.Rngs(0)), 2)
@@ -89,12 +92,7 @@ def _with_action_reward(plain_world, tmp_path, fire: int, lag: int = 0, refracto
     model.out.kernel[...] = jnp.zeros_like(model.out.kernel[...]).at[0, POS].set(10.0)
     model.out.bias[...] = jnp.asarray([0.0, 1.0, 0.0, -5.0])  # else no reward, and never an end
     world = tmp_path / f"world-{fire}-{lag}-{refractory[0]}{refractory[1]}"
-    shutil.copytree(path, world)
-    ae_id = autoencoder_identity(read_world_meta(world))
-    part = {"config": config_to_dict(cfg), "class_values": [-1.0, 0.0, 2.0], "refractory": list(refractory),
-            "autoencoder": {"id": ae_id}}  # fmt: skip
-    attach_part(world, "reward", model, part)
-    return world
+    return _attach(plain_world, world, model, refractory=refractory)
 
 
 def test_reward_classes_weights_and_event_scores():

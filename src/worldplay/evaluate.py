@@ -936,6 +936,7 @@ def record_rollouts(
         out / "dataset", frame_shape=world.frame_shape, action_names=world.action_names, fps=world.fps
     )
     rng = np.random.default_rng([seed, 4])
+    lag = world.reward.lag if world.has_reward else 0  # steps late that the world reports a reward
     policies = [make_policy(policy, world.action_names, fps=world.fps) for _ in range(min(batch, episodes))]
     records: list[dict[str, Any]] = []
     t_gen, timed = 0.0, 0  # generation time and frames, leaving out each batch's first step (it may compile)
@@ -988,7 +989,6 @@ def record_rollouts(
                 # rewards[k] and terminals[k] are the outcome of actions[k]: the prompt's are not known (0), the
                 # generated ones are the world's; the last frame's action ends the game if the world said so
                 # (a reward model with a lag reports the reward of step t at step t + lag: moved back to step t)
-                lag = world.reward.lag if world.has_reward else 0
                 generated = np.concatenate([rewards[i, lag : n + 1], np.zeros(lag, np.float32)])
                 rewards_i = np.concatenate([np.zeros(P - 1, np.float32), generated])
                 terminals_i = np.zeros(len(actions_i), bool)

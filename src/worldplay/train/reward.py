@@ -187,9 +187,11 @@ class RewardStage:
                 warnings.warn(f"{e}; the reward model was not added there", stacklevel=1)
 
 
-def outcome_counts(ds: Dataset, episodes: list[int]) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
-    """Counts of the reward classes and of episode ends over ``episodes``, and each class's mean reward."""
-    outcomes = [ds.read_outcomes(e) for e in episodes]
+def outcome_counts(
+    outcomes: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
+    """Counts of the reward classes and of episode ends over episodes' (rewards, terminals), and each class's
+    mean reward."""
     r, t = np.concatenate([o[0] for o in outcomes]), np.concatenate([o[1] for o in outcomes])
     cls = reward_class(r)
     counts = {"reward": np.bincount(cls, minlength=3), "end": np.bincount(t.astype(np.int64), minlength=2)}
@@ -247,8 +249,9 @@ def train_reward(
             "autoencoder": ae_id,
         }
     train_eps, _ = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
-    counts, values = outcome_counts(ds, train_eps)
-    refractory = refractory_steps([ds.read_outcomes(e)[0] for e in train_eps], cfg.reward.frames)
+    outcomes = [ds.read_outcomes(e) for e in train_eps]
+    counts, values = outcome_counts(outcomes)
+    refractory = refractory_steps([rewards for rewards, _ in outcomes], cfg.reward.frames)
     train_iter, eval_batches = loaders(cfg, "reward", cfg.reward.frames, dataset=ds, latents=latents, outcomes=True)
     stage = RewardStage(
         cfg, len(ds.action_names), latents.shape[1:], counts=counts, class_values=values, refractory=refractory,
