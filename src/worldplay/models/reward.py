@@ -120,17 +120,16 @@ def report_series(rewards_T: np.ndarray, refractory: tuple[int, int]) -> np.ndar
     T = len(rewards_T)
     padded = np.zeros(-(-max(T, 1) // 1024) * 1024, np.float32)  # a few lengths, one compile each; the scan is causal
     padded[:T] = rewards_T
-    start = jnp.full((1, 2), SINCE_START, jnp.int32)
-    return np.asarray(_scan_report(start, jnp.asarray(padded), jnp.asarray(refractory, jnp.int32)))[:T]
+    return np.asarray(_scan_report(jnp.asarray(padded), jnp.asarray(refractory, jnp.int32)))[:T]
 
 
 @jax.jit
-def _scan_report(start: jax.Array, rewards_T: jax.Array, refractory_2: jax.Array) -> jax.Array:
+def _scan_report(rewards_T: jax.Array, refractory_2: jax.Array) -> jax.Array:
     def one(since, r):
         out, since = report(r[None], since, refractory_2)
         return since, out[0]
 
-    return jax.lax.scan(one, start, rewards_T)[1]
+    return jax.lax.scan(one, jnp.full((1, 2), SINCE_START, jnp.int32), rewards_T)[1]
 
 
 SINCE_START = 1 << 20  # ``since`` of a stream that has predicted nothing yet
