@@ -104,10 +104,12 @@ TOY_WORLD_SETS = [
     "train_dynamics.eval_batches=2",
     "train_reward.batch_size=64", "train_reward.steps=500", "train_reward.warmup=20",
     "train_reward.eval_every=500", "train_reward.checkpoint_every=500", "train_reward.eval_batches=2",
+    "train_reward.lr=1e-3", "train_reward.ema_decay=0.999",
 ]  # fmt: skip
 TOY_IDM_SETS = [
     "data.holdout=0.2", "train_idm.batch_size=32", "train_idm.steps=400", "train_idm.warmup=20",
     "train_idm.eval_every=400", "train_idm.checkpoint_every=400", "train_idm.eval_batches=2",
+    "train_idm.ema_decay=0.999",
 ]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worldplay.config import Config, load_config
+from worldplay.config import Config, config_from_dict, load_config
 from worldplay.errors import ConfigError
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -70,3 +70,15 @@ def test_bad_files(tmp_path):
         ConfigError, match=r"typo\.toml: train_dynamics\.batchsize: unknown key; did you mean 'batch_size'"
     ):
         load_config(tmp_path / "typo.toml")
+
+
+def test_a_section_given_in_part_keeps_the_rest_of_its_default_in_the_config():
+    # Config's train_reward differs from TrainConfig's defaults (batch 128, not 32): one key set by --set (or in a
+    # partial [train_reward] table) must not reset the others to the class's defaults
+    cfg = config_from_dict({}, ["train_reward.steps=200"])
+    assert cfg.train_reward.steps == 200
+    assert cfg.train_reward.batch_size == Config().train_reward.batch_size == 128
+    assert cfg.train_reward.lr == Config().train_reward.lr
+    assert (
+        config_from_dict({"train_decoder": {"lr": 5e-4}}).train_decoder.batch_size == Config().train_decoder.batch_size
+    )
