@@ -121,6 +121,19 @@ def test_a_world_without_a_reward_model_plays_with_reward_0_and_says_so(plain_wo
     assert env.step(1)[1:4] == (0.0, False, False)
 
 
+def test_scoring_by_rate_needs_a_rate_model_and_says_how_to_add_one(plain_world):
+    from worldplay.agents import evaluate_agents
+
+    world = load_world(plain_world[0])
+    assert not world.has_rate
+    with pytest.raises(WorldplayError, match=r"no rate model.*worldplay train rate"):
+        evaluate_agents(world, ["random"], starts=1, steps=2, score="rate", progress=False)
+    with pytest.raises(WorldplayError, match=r"no rate model.*worldplay train rate"):
+        world.expected_rewards(np.zeros((1, 2, *world.latent_shape)), np.zeros((1, 2), np.int64))
+    with pytest.raises(WorldplayError, match="--score must be events or rate"):
+        evaluate_agents(world, ["random"], starts=1, steps=2, score="points", progress=False)
+
+
 def test_reward_model_is_stored_in_the_world_and_runs_in_the_frame_function(plain_world, tmp_path):
     world_dir = _with_reward(plain_world, tmp_path, bias=(0.0, 0.0, 5.0, -5.0))  # always positive, never ends
     meta = json.loads((world_dir / "world.json").read_text())

@@ -24,6 +24,8 @@ def test_a_shipped_world_opens_by_name_from_any_folder(tmp_path, monkeypatch):
     toy = load_world(resolve_world("toy-push"))  # the pushed-ball toy game's world, which eval-agents is tested on
     assert toy.meta["name"] == "toy-push" and toy.has_reward and toy.config.guidance == 1.0
     assert resolve_world(None) == default_world()
+    box = json.loads((default_world("boxing") / "world.json").read_text())  # its rate model, for --score rate
+    assert box["rate"]["config"]["keys"] == 24 and (default_world("boxing") / "rate").is_dir()
     (tmp_path / "boxing").mkdir()
     assert resolve_world("boxing").resolve() == (tmp_path / "boxing").resolve()  # a folder of that name wins
 

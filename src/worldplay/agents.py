@@ -136,37 +136,64 @@ def play_world(
     seeds: Sequence[int],
     batch: int = 16,
     guidance: float | None = None,
+    score: str = "events",
     progress: bool = True,
 ) -> np.ndarray:
     """Return [N] of ``policy`` in the world from start frames [N, P, H, W, 3] (and actions [N, P - 1]), ``batch``
     starts at a time; the world's predicted rewards of its steps until its predicted end or ``steps`` frames. A
     reward model with a lag L reports a step's reward L steps later, so each stream plays L steps more to report
-    the rewards of its last L steps (the rewards of those extra steps are not counted)."""
+    the rewards of its last L steps (the rewards of those extra steps are not counted).
+
+    ``score="rate"`` counts the rate model's expected reward of each step instead of the reported events
+    (:meth:`WorldModel.expected_rewards`, over the prompt's and the generated frames' latents); episode ends
+    still come from the reward model, where there is one."""
     from worldplay.policies import make_policy
 
     N = len(frames)
     lag = world.reward.lag if world.has_reward else 0
     returns = np.zeros(N)
+    rate = score == "rate"
     bar = tqdm(total=N * steps, desc=f"world {policy}", unit="frame", disable=not progress)
     for first in range(0, N, batch):
         idx = np.arange(first, min(first + batch, N))
         pols = [make_policy(policy, world.action_names, fps=world.fps) for _ in idx]
         for p, k in zip(pols, idx, strict=True):
             p.reset(int(seeds[k]))
-        state = world.start(frames[idx], None if actions is None else actions[idx], seed=int(seeds[first]))
+        prompt_actions = None if actions is None else actions[idx]
+        state = world.start(frames[idx], prompt_actions, seed=int(seeds[first]))
         frame = frames[idx, -1]
         live = np.ones(len(idx), bool)  # the episode goes on (no end predicted, fewer than `steps` steps)
         counted = np.full(len(idx), steps + lag)  # rewards reported before this step are the episode's
+        if rate:  # every frame's latents and the action taken on it, the prompt's first
+            P = frames.shape[1]
+            null = len(world.action_names)  # no action recorded between the prompt frames
+            past = np.full((len(idx), P - 1), null) if prompt_actions is None else np.asarray(prompt_actions)
+            latents = [np.asarray(world.encode(frames[idx].reshape(-1, *frames.shape[2:]))).reshape(len(idx), P, -1)]
+            taken = [past]
         for t in range(steps + lag):
             acts = np.array([p(f) if t < n else 0 for p, f, n in zip(pols, frame, counted, strict=True)], np.int64)
-            state, frame, reward, end = world.step_with_reward(state, acts, guidance)
-            returns[idx] += np.where(t < counted, reward, 0.0)
+            if rate:
+                state, frame, z, reward, end = world._frame(state, acts, guidance)
+                frame, end = np.asarray(frame), np.asarray(end)
+                latents.append(np.asarray(z).reshape(len(idx), 1, -1))
+                taken.append(acts[:, None])
+            else:
+                state, frame, reward, end = world.step_with_reward(state, acts, guidance)
+                returns[idx] += np.where(t < counted, reward, 0.0)
             ended = live & np.asarray(end, bool)
             counted = np.where(ended, t + 1 + lag, counted)
             live &= ~ended & (t + 1 < steps)
             bar.update(len(idx) if t < steps else 0)
             if not np.any(t + 1 < counted):
                 break
+        if rate:
+            z = np.concatenate(latents, axis=1).reshape(len(idx), -1, *world.latent_shape)
+            a = np.concatenate([*taken, np.zeros((len(idx), 1), np.int64)], axis=1)[:, : z.shape[1]]
+            a = np.where(a >= null, a[:, P - 1 : P], a)  # no recorded action: read the policy's first key there
+            expected = world.expected_rewards(z, a)[:, P - 1 :]  # step t acts on frame P - 1 + t
+            last = np.where(counted < steps + lag, counted - lag, steps)  # the steps up to a predicted end
+            t_ = np.arange(expected.shape[1])[None, :]
+            returns[idx] += np.where(t_ < last[:, None], expected, 0.0).sum(axis=1)
     bar.close()
     return returns
 
@@ -182,6 +209,7 @@ def evaluate_agents(
     batch: int = 16,
     seed: int = 0,
     guidance: float | None = None,
+    score: str = "events",
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -194,7 +222,14 @@ def evaluate_agents(
         raise WorldplayError("eval-agents: give at least one policy (--policies random,sticky,...)")
     if starts < 1 or steps < 1 or prompt < 1:
         raise WorldplayError(f"eval-agents: --starts, --steps and prompt frames must be >= 1 ({starts}, {steps})")
-    if not world.has_reward:
+    if score not in ("events", "rate"):
+        raise WorldplayError(f"eval-agents: --score must be events or rate, got {score!r}")
+    if score == "rate" and not world.has_rate:
+        raise WorldplayError(
+            f"world {world.meta.get('name', '?')!r} has no rate model, so --score rate has nothing to score with; "
+            "add one: worldplay train rate --config C --world FOLDER, or score with --score events"
+        )
+    if score == "events" and not world.has_reward:
         raise WorldplayError(
             f"world {world.meta.get('name', '?')!r} has no reward model, so every return would be 0; add one: "
             "worldplay train reward --config C --world FOLDER"
@@ -216,7 +251,10 @@ def evaluate_agents(
         seeds = [START_SEED + seed + k for k in range(starts)]
     rows: dict[str, dict[str, Any]] = {}
     for p in policies:
-        w = play_world(world, p, frames, actions, steps, seeds=seeds, batch=batch, guidance=guidance, progress=progress)
+        w = play_world(
+            world, p, frames, actions, steps, seeds=seeds, batch=batch, guidance=guidance, score=score,
+            progress=progress,
+        )  # fmt: skip
         rows[p] = {"world_returns": w.tolist(), "world": mean_ci95(w)}
         if env is not None:
             r = play_real(env, p, start, steps, progress=progress)
@@ -227,6 +265,8 @@ def evaluate_agents(
         "starts": starts,
         "steps": steps,
         "seed": seed,
+        "score": score,
+        "sampling_steps": world.config.sampling_steps,
         "policies": list(policies),
         "world_return": [rows[p]["world"][0] for p in policies],
         "world_ci95": [rows[p]["world"][1] for p in policies],

@@ -130,12 +130,12 @@ def save_world(
     prompt_frames: np.ndarray,
     prompt_actions: np.ndarray,
     *,
-    carry: tuple[str, ...] = ("reward", "idm"),
+    carry: tuple[str, ...] = ("reward", "rate", "idm"),
 ) -> Path:
     """Write a world folder atomically (replacing an older one at ``path``).
 
-    The optional parts named in ``carry`` of the world being replaced are kept: the reward model when it
-    was made for the same autoencoder (same latent statistics), the IDM (it reads frames) always; so
+    The optional parts named in ``carry`` of the world being replaced are kept: the reward and rate models when
+    they were made for the same autoencoder (same latent statistics), the IDM (it reads frames) always; so
     retraining the dynamics does not drop them.
     """
     target = Path(path)

@@ -202,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from worldplay.train.loop import stage_train_config
     from worldplay.train.world import STAGES
 
-    for stage in (*STAGES, "idm"):
+    for stage in (*STAGES, "idm", "rate"):
         runs = stage_train_config(cfg, stage).runs_dir
         check_writable(runs, f"the training run (train_{stage}.runs_dir)", folder=True)
     initialize(args.coordinator, args.num_processes, args.process_id)
@@ -226,6 +226,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         world = None if args.world is None else resolve_world(args.world)
         result = train_reward(cfg, world=world, progress=not args.quiet)
+    elif args.stage == "rate":
+        from worldplay.checkpoint import resolve_world
+        from worldplay.train.rate import train_rate
+
+        world = None if args.world is None else resolve_world(args.world)
+        result = train_rate(cfg, world=world, progress=not args.quiet)
     elif args.stage == "decoder":
         from worldplay.checkpoint import resolve_world
         from worldplay.train.decoder import train_decoder
@@ -362,7 +368,7 @@ def cmd_eval_agents(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     result = evaluate_agents(
         world, policies, env=args.env, starts=args.starts, steps=args.steps, batch=args.batch, seed=args.seed,
-        guidance=args.guidance, out=args.out, progress=not args.quiet,
+        guidance=args.guidance, score=args.score, out=args.out, progress=not args.quiet,
     )  # fmt: skip
     print(markdown(result))
     plot = ", returns.png" if args.env else ""
@@ -409,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("record", help="record gameplay episodes into a dataset")
     r.add_argument("--source", required=True, help="toy, toy:push, or ale:<GameId> (e.g. ale:Boxing)")
-    r.add_argument("--policy", default="sticky", help="random | sticky | human | pkg.module:function (default sticky)")
+    r.add_argument(
+        "--policy", default="sticky", help="random | sticky | hold | human | pkg.module:function (default sticky)"
+    )
     r.add_argument("--episodes", type=_positive, default=1)
     r.add_argument(
         "--steps",
@@ -428,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         "probe", help="measure a game before recording it: repeat-last PSNR and how much the keys change the frames"
     )
     pr.add_argument("source", help="toy, toy:push, or ale:<GameId> (e.g. ale:Boxing)")
-    pr.add_argument("--policy", default="sticky", help="the recording policy: sticky | random | pkg.module:function")
+    pr.add_argument(
+        "--policy", default="sticky", help="the recording policy: sticky | hold | random | pkg.module:function"
+    )
     pr.add_argument("--episodes", type=_positive, default=4)
     pr.add_argument("--steps", type=_positive, default=800, help="steps per episode at most (default 800)")
     pr.add_argument("--horizons", type=_int_list, default=(1, 4, 8, 16), help="default 1,4,8,16")
@@ -466,9 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a world (every stage) or one stage; resumes from the latest checkpoint")
     t.add_argument(
-        "stage", choices=["world", "autoencoder", "dynamics", "reward", "decoder", "idm"],
+        "stage", choices=["world", "autoencoder", "dynamics", "reward", "decoder", "idm", "rate"],
         help="world: every stage in order, each resuming; or one stage (autoencoder, then dynamics, reward and "
-        "decoder); idm: the inverse-dynamics model, on its own",
+        "decoder); idm: the inverse-dynamics model, on its own; rate: the model of expected rewards that "
+        "eval-agents --score rate uses, on its own",
     )  # fmt: skip
     t.add_argument("--config", required=True, help="TOML config, e.g. configs/toy.toml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -476,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-projection", action="store_true", help="world: skip the timed warm-up and projection")
     t.add_argument(
         "--world", default=None,
-        help="reward: add the reward model to this world (folder or shipped name), trained on its autoencoder's "
+        help="reward, rate: add the model to this world (folder or shipped name), trained on its autoencoder's "
         "latents, instead of the run's own world; decoder: fine-tune this world's decoder instead of the run's "
         "own world's (the result goes to <runs>/<name>/decoder/world); idm: also add the IDM to this world",
     )  # fmt: skip
@@ -540,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument(
         "checkpoint", nargs="?", default=None, help="a world folder or a shipped world's name (default: boxing)"
     )
-    ro.add_argument("--policy", default="sticky", help="random | sticky | human | pkg.module:function (default sticky)")
+    ro.add_argument(
+        "--policy", default="sticky", help="random | sticky | hold | human | pkg.module:function (default sticky)"
+    )
     ro.add_argument("--episodes", type=_positive, default=1)
     ro.add_argument("--steps", type=_positive, default=150, help="generated frames per episode (default 150)")
     ro.add_argument("--batch", type=_positive, default=8, help="streams stepped at once (default 8)")
@@ -558,13 +571,18 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("checkpoint", help="a world folder or a shipped world's name (boxing)")
     ea.add_argument(
         "--policies", required=True,
-        help="comma-separated: random, sticky or pkg.module:function, e.g. worldplay.policies.boxing:chase",
+        help="comma-separated: random, sticky, hold or pkg.module:function, e.g. worldplay.policies.boxing:chase",
     )  # fmt: skip
     ea.add_argument("--env", default=None, help="the real game to compare with, e.g. ale:Boxing (default: world only)")
     ea.add_argument("--starts", type=_positive, default=16, help="start states per policy (16)")
     ea.add_argument("--steps", type=_positive, default=300, help="frames per episode (300: 20 s at 15 fps)")
     ea.add_argument("--batch", type=_positive, default=16, help="world streams stepped at once (16)")
     ea.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's own)")
+    ea.add_argument(
+        "--score", choices=["events", "rate"], default="events",
+        help="events: the reward model's predicted points (default); rate: the rate model's expected reward of "
+        "each step (worldplay train rate; docs/agents.md)",
+    )  # fmt: skip
     _add_sampler_args(ea)
     ea.add_argument("--seed", type=int, default=0)
     ea.add_argument("--out", required=True, help="folder for metrics.json, metrics.md and returns.png")

@@ -38,7 +38,7 @@ from flax import nnx, struct
 
 from worldplay import diffusion
 from worldplay.checkpoint import read_world_meta, restore_into, verify_files
-from worldplay.config import AutoencoderConfig, DynamicsConfig, RewardConfig, part_from_dict
+from worldplay.config import AutoencoderConfig, DynamicsConfig, RateConfig, RewardConfig, part_from_dict
 from worldplay.errors import WorldplayError
 from worldplay.models import reward as reward_model
 from worldplay.models.autoencoder import Autoencoder
@@ -229,6 +229,7 @@ class WorldModel:
         meta: dict[str, Any] | None = None,
         prompts: tuple[np.ndarray, np.ndarray] | None = None,
         reward: reward_model.RewardHead | None = None,
+        rate: reward_model.RateHead | None = None,
     ):
         if len(action_names) != dynamics.num_actions:
             raise WorldplayError(f"{len(action_names)} action names for a model of {dynamics.num_actions} actions")
@@ -253,6 +254,13 @@ class WorldModel:
             values = jnp.asarray(reward.class_values, jnp.float32)
             self._rew = jax.device_put((rew_p, values, jnp.asarray(reward.refractory, jnp.int32)), device)
         self._fns = _compiled(self._ae_def, self._dyn_def, self._rew_def)
+        self.rate = rate
+        if rate is not None:
+            rate_def, rate_p = nnx.split(rate.model)
+            self._rate = jax.device_put((rate_p, jnp.asarray(rate.class_values, jnp.float32)), device)
+            self._rate_fn = jax.jit(
+                lambda p, values, z, a: reward_model.expected_rate(nnx.merge(rate_def, p), values, z, a)
+            )
 
     @property
     def has_reward(self) -> bool:
@@ -260,6 +268,49 @@ class WorldModel:
         return self.reward is not None
 
     # -- frames <-> latents --------------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """The shape of one frame's latents (h, w, C)."""
+        return tuple(self._dyn.latent_shape)  # type: ignore[return-value]
+
+    @property
+    def has_rate(self) -> bool:
+        """Whether this world has a rate model (expected rewards, for scoring agents: :meth:`expected_rewards`)."""
+        return self.rate is not None
+
+    def expected_rewards(self, z_NThwC: Any, actions_NT: Any, chunk: int = 1024) -> np.ndarray:
+        """The rate model's expected reward of every step of N streams [N, T] (float32), from the normalised latents
+        of their frames [N, T, h, w, C] and the action taken on each frame [N, T] (``actions[:, j]`` turns frame j
+        into frame j + 1; the last one may be a placeholder). Before a stream's first frame, the model reads that
+        frame and its action repeated."""
+        if self.rate is None:
+            raise WorldplayError(
+                "this world has no rate model; add one: worldplay train rate --config C --world FOLDER"
+            )
+        rc = self.rate.config
+        z, a = np.asarray(z_NThwC, np.float32), np.clip(np.asarray(actions_NT, np.int32), 0, len(self.action_names) - 1)
+        if z.ndim != 5 or a.shape != z.shape[:2]:
+            raise WorldplayError(
+                f"expected_rewards: latents [N, T, h, w, C] and actions [N, T], got {z.shape} and {a.shape}"
+            )
+        N, T = a.shape
+        H = rc.history
+        z = np.concatenate([np.repeat(z[:, :1], H, axis=1), z], axis=1)
+        a = np.concatenate([np.repeat(a[:, :1], H, axis=1), a], axis=1)
+        rows = np.stack(np.meshgrid(np.arange(N), np.arange(T), indexing="ij"), -1).reshape(-1, 2)
+        out = np.zeros(N * T, np.float32)
+        frames = np.arange(-rc.lag - rc.frames + 1, -rc.lag + 1)  # relative to the step's frame
+        keys = np.arange(-rc.keys + 1, 1)
+        for first in range(0, len(rows), chunk):
+            n, j = rows[first : first + chunk].T
+            pad = chunk - len(n)  # one shape, one compile
+            n, j = np.pad(n, (0, pad)), np.pad(j, (0, pad)) + H
+            zb = z[n[:, None], j[:, None] + frames]
+            ab = a[n[:, None], j[:, None] + keys]
+            e = self._rate_fn(self._rate[0], self._rate[1], jnp.asarray(zb), jnp.asarray(ab))
+            out[first : first + chunk - pad] = np.asarray(e)[: chunk - pad]
+        return out.reshape(N, T)
+
     def _check_frames(self, frames: np.ndarray, what: str) -> np.ndarray:
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.shape[-3:] != self.frame_shape:
@@ -509,6 +560,13 @@ def load_world(
         values = tuple(float(v) for v in meta["reward"]["class_values"])
         refractory = tuple(int(v) for v in meta["reward"].get("refractory", (0, 0)))  # worlds before it: none
         reward = reward_model.RewardHead(restore_into(rew, path / "reward"), values, refractory)  # type: ignore[arg-type]
+    rate = None
+    if isinstance(meta.get("rate"), dict) and (path / "rate").is_dir():
+        rate_cfg = part_from_dict(RateConfig, meta["rate"]["config"], "rate")
+        n_act = len(meta["action_names"])
+        model = nnx.eval_shape(lambda: reward_model.RateModel(rate_cfg, ae_cfg.latent_shape, n_act, rngs=nnx.Rngs(0)))
+        values = tuple(float(v) for v in meta["rate"]["class_values"])
+        rate = reward_model.RateHead(restore_into(model, path / "rate"), values)  # type: ignore[arg-type]
     return WorldModel(
         ae,
         dyn,
@@ -519,4 +577,5 @@ def load_world(
         meta=meta,
         prompts=prompts,
         reward=reward,
+        rate=rate,
     )

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from worldplay.config import RewardConfig
+from worldplay.config import RateConfig, RewardConfig
 
 NEG, NONE, POS = 0, 1, 2  # reward classes
 
@@ -65,15 +65,60 @@ class RewardModel(nnx.Module):
 
     def __call__(self, z_BFhwC: jax.Array, actions_B: jax.Array) -> tuple[jax.Array, jax.Array]:
         """-> (reward class logits [B, 3], end logit [B])."""
+        x = self.head(self.features(z_BFhwC) + self.action_embed(actions_B))
+        return x[:, :3], x[:, 3]
+
+    def features(self, z_BFhwC: jax.Array) -> jax.Array:
+        """The frames' features [B, 4 D], before any action is added."""
         B, F, h, w, C = z_BFhwC.shape
         z = jnp.concatenate([z_BFhwC, jnp.diff(z_BFhwC, axis=1)], axis=1)  # frames and what changed between them
         x = jnp.moveaxis(z, 1, 3).reshape(B, h, w, (2 * F - 1) * C)  # stacked on channels
         x = nnx.silu(self.conv1(x))
         x = nnx.silu(self.conv2(x))
         pooled = jnp.concatenate([x.max(axis=(1, 2)), x.mean(axis=(1, 2))], axis=-1)
-        x = self.proj(jnp.concatenate([x.reshape(B, -1), pooled], axis=-1)) + self.action_embed(actions_B)
-        x = self.out(nnx.silu(self.hidden(nnx.silu(x))))
-        return x[:, :3], x[:, 3]
+        return self.proj(jnp.concatenate([x.reshape(B, -1), pooled], axis=-1))
+
+    def head(self, x_BD: jax.Array) -> jax.Array:
+        return self.out(nnx.silu(self.hidden(nnx.silu(x_BD))))
+
+
+class RateModel(RewardModel):
+    """The expected reward of a step, from the frames ``lag`` steps before it and the keys pressed since.
+
+    Where the event model reads a point off the frames, this one predicts it: the share of negative, none and
+    positive rewards over the ``horizon`` steps from the step, given ``frames`` latent frames ending ``lag``
+    frames before the step's frame and the last ``keys`` actions (the step's own last), one embedding per
+    position. A world's frames need not draw the point for this model to score it; what a policy does (the keys,
+    and where its player stands) is enough. ``expected_rate`` turns the shares into an expected reward per step:
+
+        logits_B3 = model(z_BFhwC, actions_BK)   # F frames, K actions; oldest first
+    """
+
+    def __init__(self, config: RateConfig, latent_shape: tuple[int, int, int], num_actions: int, *, rngs: nnx.Rngs):
+        base = RewardConfig(frames=config.frames, width=config.width, augment_noise=config.augment_noise)
+        super().__init__(base, latent_shape, num_actions, rngs=rngs)
+        self.rate_config = config
+        self.key_embeds = nnx.List(
+            [nnx.Embed(num_actions, 4 * config.width, rngs=rngs) for _ in range(config.keys - 1)]
+        )  # the older keys' positions; the step's own key is ``action_embed``
+
+    def __call__(self, z_BFhwC: jax.Array, actions_BK: jax.Array) -> jax.Array:  # type: ignore[override]
+        """-> reward class logits [B, 3] (of the shares over the horizon)."""
+        x = self.features(z_BFhwC) + self.action_embed(actions_BK[:, -1])
+        for k, embed in enumerate(self.key_embeds):
+            x = x + embed(actions_BK[:, k])
+        return self.head(x)[:, :3]
+
+
+def rate_targets(rewards_BH: np.ndarray) -> np.ndarray:
+    """Rewards of the ``horizon`` steps from each step [B, H] -> the share of each reward class [B, 3]."""
+    cls = reward_class(rewards_BH)
+    return np.stack([(cls == c).mean(axis=1) for c in (NEG, NONE, POS)], axis=1).astype(np.float32)
+
+
+def expected_rate(model: RateModel, values_3: jax.Array, z_BFhwC: jax.Array, actions_BK: jax.Array) -> jax.Array:
+    """The expected reward of each step [B]: the class shares the model predicts, times the classes' values."""
+    return jax.nn.softmax(model(z_BFhwC, actions_BK), axis=-1) @ values_3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +136,18 @@ class RewardHead:
     @property
     def lag(self) -> int:
         return self.model.config.lag
+
+
+@dataclasses.dataclass(frozen=True)
+class RateHead:
+    """A trained rate model as a world runs it: the module and the value of each reward class."""
+
+    model: RateModel
+    class_values: tuple[float, float, float]
+
+    @property
+    def config(self) -> RateConfig:
+        return self.model.rate_config
 
 
 def refractory_steps(rewards: list[np.ndarray], frames: int) -> tuple[int, int]:

@@ -62,6 +62,17 @@ class StickyPolicy:
         return self._action
 
 
+class HoldPolicy(StickyPolicy):
+    """A random action held for a random 1 to 120 frames: broader play than ``sticky`` (a player that walks
+    across the screen, or stays put and punches for seconds), for recording data that a rate model needs to
+    tell good play from bad (docs/agents.md)."""
+
+    name = "hold"
+
+    def __init__(self, num_actions: int, max_repeat: int = 120):
+        super().__init__(num_actions, max_repeat)
+
+
 class FunctionPolicy:
     """A user's ``pkg.module:function``: called with the frame, returns an action index or name.
 
@@ -118,10 +129,12 @@ def make_policy(spec: str, action_names: Sequence[str], *, fps: float = 15.0) ->
         return RandomPolicy(len(action_names))
     if spec == "sticky":
         return StickyPolicy(len(action_names))
+    if spec == "hold":
+        return HoldPolicy(len(action_names))
     if spec == "human":
         from worldplay.policies.human import HumanPolicy
 
         return HumanPolicy(action_names, fps=fps)
     if ":" in spec:
         return FunctionPolicy(spec, action_names)
-    raise WorldplayError(f"--policy {spec!r}: unknown policy; use random, sticky, human or pkg.module:function")
+    raise WorldplayError(f"--policy {spec!r}: unknown policy; use random, sticky, hold, human or pkg.module:function")

@@ -228,6 +228,7 @@ MODEL_SECTIONS = {
     "autoencoder": ("autoencoder",),
     "dynamics": ("autoencoder", "dynamics"),
     "reward": ("reward",),
+    "rate": ("rate",),
     "decoder": ("autoencoder",),
     "idm": ("idm",),
 }

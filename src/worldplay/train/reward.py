@@ -169,22 +169,26 @@ class RewardStage:
         return meta
 
     def export(self, model: RewardModel, step: int, run_root: Path) -> None:
-        """Write ``<run>/model`` and add the model to the worlds it was trained for that exist yet."""
-        from worldplay.checkpoint import CheckpointError, attach_part, save_part
+        export_part("reward", model, self.part_meta(step), run_root, self.target)
 
-        meta = self.part_meta(step)
-        save_part(run_root / "model", "reward", model, meta)
-        target = self.target or {}
-        world = target.get("world")
-        if world is not None and (Path(world) / "world.json").is_file():
-            attach_part(world, "reward", model, meta)
-        for later in target.get("also", ()):
-            if not (Path(later) / "world.json").is_file():
-                continue
-            try:
-                attach_part(later, "reward", model, meta)
-            except CheckpointError as e:  # a decoder-stage world left from an earlier autoencoder: not this one's
-                warnings.warn(f"{e}; the reward model was not added there", stacklevel=1)
+
+def export_part(kind: str, model: nnx.Module, meta: dict[str, Any], run_root: Path, target: dict | None) -> None:
+    """Write ``<run>/model`` and add the model, as the world part ``kind``, to the worlds it was trained for that
+    exist yet: ``target["world"]`` and those of ``target["also"]`` made for the same autoencoder."""
+    from worldplay.checkpoint import CheckpointError, attach_part, save_part
+
+    save_part(run_root / "model", kind, model, meta)
+    target = target or {}
+    world = target.get("world")
+    if world is not None and (Path(world) / "world.json").is_file():
+        attach_part(world, kind, model, meta)
+    for later in target.get("also", ()):
+        if not (Path(later) / "world.json").is_file():
+            continue
+        try:
+            attach_part(later, kind, model, meta)
+        except CheckpointError as e:  # a decoder-stage world left from an earlier autoencoder: not this one's
+            warnings.warn(f"{e}; the {kind} model was not added there", stacklevel=1)
 
 
 def outcome_counts(
