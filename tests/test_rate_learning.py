@@ -12,6 +12,7 @@ from worldplay.agents import evaluate_agents
 from worldplay.config import config_from_dict, config_to_dict
 from worldplay.data.format import open_dataset
 from worldplay.data.loader import split_episodes
+from worldplay.evaluate import record_rollouts
 from worldplay.train.rate import ConcatSource, train_rate
 from worldplay.world import load_world
 
@@ -86,3 +87,9 @@ def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_wo
     assert rate["score"] == "rate" and all(0.0 < r < 12.0 for r in rate["world_return"]), rate
     events = evaluate_agents(world, ["random"], starts=4, steps=12, batch=4, progress=False)
     assert events["score"] == "events"
+
+    # rollouts of a world with a rate model record each episode's expected return beside its return
+    summary = record_rollouts(world, "random", tmp_path / "rollouts", episodes=2, steps=6, batch=2, progress=False)
+    expected = [e["expected_return"] for e in summary["episode_list"]]
+    assert len(expected) == 2 and all(0.0 < x < 6.0 for x in expected), summary["episode_list"]
+    assert summary["runs"][-1]["mean_expected_return"] == pytest.approx(np.mean(expected))

@@ -892,6 +892,14 @@ def side_by_side_video(
 # ---------------------------------------------------------------------------
 
 
+def expected_return(world: Any, latents: np.ndarray, actions: np.ndarray, prompt: int) -> float:
+    """The rate model's expected return of one episode: the sum of the expected rewards of its generated steps, from
+    its frames' latents [P + n, h, w, C] and the action taken on each [P + n] (the first ``prompt`` frames are the
+    prompt's; step t acts on frame ``prompt - 1 + t``)."""
+    n = len(latents) - prompt
+    return float(world.expected_rewards(latents[None], actions[None])[0, prompt - 1 : prompt - 1 + n].sum())
+
+
 def record_rollouts(
     world: Any,
     policy: str,
@@ -909,7 +917,8 @@ def record_rollouts(
     each driven by its own ``policy`` (random, sticky, human or ``pkg.module:function``) that sees the world's
     frames. Writes ``out/dataset`` (a worldplay dataset: the prompt frames, then the generated ones, with every
     action and the world's predicted rewards and episode ends), ``out/videos/<episode>.mp4`` and
-    ``out/summary.json`` (with each episode's return); returns the summary.
+    ``out/summary.json`` (with each episode's return, and its expected return where the world has a rate model);
+    returns the summary.
 
     An episode ends after ``steps`` frames or when the world predicts its end (worlds with a reward model).
 
@@ -937,6 +946,7 @@ def record_rollouts(
     )
     rng = np.random.default_rng([seed, 4])
     lag = world.reward.lag if world.has_reward else 0  # steps late that the world reports a reward
+    rate = world.has_rate  # then each episode's expected return too (the rate model, docs/agents.md)
     policies = [make_policy(policy, world.action_names, fps=world.fps) for _ in range(min(batch, episodes))]
     records: list[dict[str, Any]] = []
     t_gen, timed = 0.0, 0  # generation time and frames, leaving out each batch's first step (it may compile)
@@ -960,12 +970,22 @@ def record_rollouts(
             rewards = np.zeros((B, steps + 1), np.float32)  # rewards[:, t]: of the action acts[:, t]
             ended = np.zeros((B, steps + 1), bool)  # ended[:, t]: the world ended the episode at frame t
             length = np.full(B, steps, np.int64)  # generated frames of each stream's episode
+            if rate:  # the world's own latents of every frame, for the rate model
+                lat = np.zeros((B, P + steps, *world.latent_shape), np.float32)
+                lat[:, :P] = np.asarray(world.encode(p_frames.reshape(-1, *world.frame_shape))).reshape(
+                    B, P, *world.latent_shape
+                )
             for t in range(steps + 1):
                 acts[:, t] = [policies[i](frame[i]) if t <= length[i] else 0 for i in range(B)]
                 if t >= length.max():
                     break  # the action chosen at the last frame is recorded, like `worldplay record` does
                 t0 = time.perf_counter()
-                state, frame, r, end = world.step_with_reward(state, acts[:, t], guidance)
+                if rate:
+                    state, *outs = world._frame(state, acts[:, t], guidance)
+                    frame, z, r, end = (np.asarray(x) for x in outs)
+                    lat[:, P + t] = z
+                else:
+                    state, frame, r, end = world.step_with_reward(state, acts[:, t], guidance)
                 if t > 0:
                     t_gen += time.perf_counter() - t0
                     timed += B
@@ -1022,6 +1042,7 @@ def record_rollouts(
                     "frames": len(frames_i),
                     "generated_frames": n,
                     "return": float(rewards[i, :n].sum()) if world.has_reward else None,
+                    "expected_return": expected_return(world, lat[i, : P + n], actions_i[: P + n], P) if rate else None,
                     "ended": bool(ended[i, n]) if world.has_reward else False,
                     "actions": {n: int(c) for n, c in zip(world.action_names, counts, strict=True) if c},
                     "mean_frame_change": float(np.mean(np.abs(np.diff(frames_i[P - 1 :].astype(np.int16), axis=0)))),
@@ -1040,6 +1061,8 @@ def record_rollouts(
     if world.has_reward:
         returns = [r["return"] for r in records]
         run["mean_return"] = float(np.mean(returns))
+    if rate:
+        run["mean_expected_return"] = float(np.mean([r["expected_return"] for r in records]))
     # a second rollout into the same folder appends to its dataset, so the summary keeps every run's episodes
     previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
     runs = [*previous.get("runs", []), run]
