@@ -173,7 +173,7 @@ def play_world(
         for t in range(steps + lag):
             acts = np.array([p(f) if t < n else 0 for p, f, n in zip(pols, frame, counted, strict=True)], np.int64)
             if rate:
-                state, frame, z, reward, end = world._frame(state, acts, guidance)
+                state, frame, z, reward, end = world.step_latent_with_reward(state, acts, guidance)
                 frame, end = np.asarray(frame), np.asarray(end)
                 latents.append(np.asarray(z).reshape(len(idx), 1, -1))
                 taken.append(acts[:, None])
@@ -190,10 +190,8 @@ def play_world(
             z = np.concatenate(latents, axis=1).reshape(len(idx), -1, *world.latent_shape)
             a = np.concatenate([*taken, np.zeros((len(idx), 1), np.int64)], axis=1)[:, : z.shape[1]]
             a = np.where(a >= null, a[:, P - 1 : P], a)  # no recorded action: read the policy's first key there
-            expected = world.expected_rewards(z, a)[:, P - 1 :]  # step t acts on frame P - 1 + t
             last = np.where(counted < steps + lag, counted - lag, steps)  # the steps up to a predicted end
-            t_ = np.arange(expected.shape[1])[None, :]
-            returns[idx] += np.where(t_ < last[:, None], expected, 0.0).sum(axis=1)
+            returns[idx] += world.expected_returns(z, a, P, last)
     bar.close()
     return returns
 

@@ -177,8 +177,7 @@ class RateConfig:
 
     def __post_init__(self) -> None:
         _require(self.frames >= 2, "rate.frames", f"must be >= 2, got {self.frames}")
-        for key in ("lag",):
-            _require(getattr(self, key) >= 0, f"rate.{key}", f"must be >= 0, got {getattr(self, key)}")
+        _require(self.lag >= 0, "rate.lag", f"must be >= 0, got {self.lag}")
         for key in ("keys", "horizon", "width"):
             _require(getattr(self, key) >= 1, f"rate.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(0.0 <= self.augment_noise < 1.0, "rate.augment_noise", "must be in [0, 1)")
@@ -388,7 +387,8 @@ def _convert(value: Any, typ: Any, key: str) -> Any:
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    fields = set(defaults)
     kwargs = {}
     for k, v in values.items():
         key = f"{prefix}.{k}" if prefix else k
@@ -397,11 +397,10 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             where = f"[{prefix}]" if prefix else "the top level"
             raise ConfigError(f"{key}: unknown key{hint} (keys in {where}: {', '.join(sorted(fields))})")
-        default = next(f.default for f in dataclasses.fields(cls) if f.name == k)
-        if isinstance(v, Mapping) and dataclasses.is_dataclass(default):
+        if isinstance(v, Mapping) and dataclasses.is_dataclass(defaults[k]):
             # a section given in part keeps the rest of its default here (train_reward's batch of 128, say),
             # not the defaults of its class
-            v = {**config_to_dict(default), **v}
+            v = {**config_to_dict(defaults[k]), **v}
         kwargs[k] = _convert(v, hints[k], key)
     try:
         return cls(**kwargs)

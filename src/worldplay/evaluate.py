@@ -892,14 +892,6 @@ def side_by_side_video(
 # ---------------------------------------------------------------------------
 
 
-def expected_return(world: Any, latents: np.ndarray, actions: np.ndarray, prompt: int) -> float:
-    """The rate model's expected return of one episode: the sum of the expected rewards of its generated steps, from
-    its frames' latents [P + n, h, w, C] and the action taken on each [P + n] (the first ``prompt`` frames are the
-    prompt's; step t acts on frame ``prompt - 1 + t``)."""
-    n = len(latents) - prompt
-    return float(world.expected_rewards(latents[None], actions[None])[0, prompt - 1 : prompt - 1 + n].sum())
-
-
 def record_rollouts(
     world: Any,
     policy: str,
@@ -981,7 +973,7 @@ def record_rollouts(
                     break  # the action chosen at the last frame is recorded, like `worldplay record` does
                 t0 = time.perf_counter()
                 if rate:
-                    state, *outs = world._frame(state, acts[:, t], guidance)
+                    state, *outs = world.step_latent_with_reward(state, acts[:, t], guidance)
                     frame, z, r, end = (np.asarray(x) for x in outs)
                     lat[:, P + t] = z
                 else:
@@ -997,6 +989,10 @@ def record_rollouts(
                 bar.update(int(live.sum()))
             bar.total -= int(B * steps - length.sum())  # episodes the world ended early: frames never made
             bar.refresh()
+            if rate:  # each episode's expected return, its generated steps only
+                known = np.zeros((B, P - 1), np.int32) if p_acts is None else np.asarray(p_acts, np.int32)
+                taken = np.concatenate([known, acts], axis=1)[:, : P + steps]  # the action taken on each frame
+                expected = world.expected_returns(lat, taken, P, length)
             for i in range(B):
                 prompt_acts = (
                     np.asarray(p_acts[i], np.int32)
@@ -1042,7 +1038,7 @@ def record_rollouts(
                     "frames": len(frames_i),
                     "generated_frames": n,
                     "return": float(rewards[i, :n].sum()) if world.has_reward else None,
-                    "expected_return": expected_return(world, lat[i, : P + n], actions_i[: P + n], P) if rate else None,
+                    "expected_return": float(expected[i]) if rate else None,
                     "ended": bool(ended[i, n]) if world.has_reward else False,
                     "actions": {n: int(c) for n, c in zip(world.action_names, counts, strict=True) if c},
                     "mean_frame_change": float(np.mean(np.abs(np.diff(frames_i[P - 1 :].astype(np.int16), axis=0)))),

@@ -311,6 +311,15 @@ class WorldModel:
             out[first : first + chunk - pad] = np.asarray(e)[: chunk - pad]
         return out.reshape(N, T)
 
+    def expected_returns(self, z_NThwC: Any, actions_NT: Any, prompt: int, lengths_N: Any) -> np.ndarray:
+        """The rate model's expected return of N episodes [N] (float64): the sum of the expected rewards of each
+        one's first ``lengths[n]`` generated steps, from the latents of its frames [N, P + T, h, w, C] and the action
+        taken on each [N, P + T] (see :meth:`expected_rewards`); the first ``prompt`` frames are the prompt's, and
+        step t acts on frame ``prompt - 1 + t``."""
+        expected = self.expected_rewards(z_NThwC, actions_NT)[:, prompt - 1 :]
+        counted = np.arange(expected.shape[1])[None, :] < np.asarray(lengths_N)[:, None]
+        return np.where(counted, expected, 0.0).sum(axis=1)
+
     def _check_frames(self, frames: np.ndarray, what: str) -> np.ndarray:
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.shape[-3:] != self.frame_shape:
@@ -515,6 +524,12 @@ class WorldModel:
     def step_latent(self, state: WorldState, action: Any, guidance: float | None = None):
         """Like ``step`` but returns device arrays: (state, frames [B, H, W, 3], latents [B, h, w, C])."""
         return self._frame(state, action, guidance)[:3]
+
+    def step_latent_with_reward(self, state: WorldState, action: Any, guidance: float | None = None):
+        """Like :meth:`step_latent`, and the step's predicted rewards and ends: (state, frames [B, H, W, 3], latents
+        [B, h, w, C], rewards [B], ends [B]) as device arrays (the inputs of a rate model, with the reward model's
+        outputs)."""
+        return self._frame(state, action, guidance)
 
     def _frame(self, state: WorldState, action: Any, guidance: float | None):
         """The jitted frame function: (state, frames, latents, rewards [B], ends [B]) as device arrays."""

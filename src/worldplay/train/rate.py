@@ -31,7 +31,7 @@ from worldplay.config import Config, config_to_dict
 from worldplay.data.format import open_dataset
 from worldplay.errors import WorldplayError
 from worldplay.models.reward import RateModel, expected_rate, rate_targets
-from worldplay.train.reward import export_part, outcome_counts
+from worldplay.train.reward import encode_cached, export_part, latents_from_world, outcome_counts
 
 
 class ConcatSource:
@@ -162,8 +162,9 @@ def train_rate(
     ``world`` (a world folder) it reads that world's autoencoder's latents and goes into it. Datasets without
     recorded rewards are refused.
     """
+    from worldplay.checkpoint import autoencoder_identity
     from worldplay.data.loader import WindowSource, batched, split_episodes
-    from worldplay.train.dynamics import encode_dataset, load_autoencoder, world_autoencoder
+    from worldplay.train.dynamics import run_latents
     from worldplay.train.loop import held_out_batches, preflight, run_dir, stage_train_config, train
 
     preflight(cfg, "rate")
@@ -182,28 +183,18 @@ def train_rate(
                 "size); give datasets recorded from the same source"
             )
     root = run_dir(cfg, "rate")
-    from worldplay.checkpoint import autoencoder_identity
-
     if world is not None:
         world = Path(world)
-        ae, meta = world_autoencoder(world)
-        identity, ae_config = autoencoder_identity(meta), meta["autoencoder"]
+        latents, ae_id = latents_from_world(world, datasets, root, progress)
         target: dict[str, Any] = {"world": str(world)}
-    else:
-        try:
-            ae, meta = load_autoencoder(run_dir(cfg, "autoencoder"))
-        except WorldplayError as e:
-            raise WorldplayError(
-                f"{e}\n  the rate stage needs this run's autoencoder first: worldplay train autoencoder --config C"
-            ) from None
-        identity, ae_config = autoencoder_identity(meta), meta["config"]["autoencoder"]
+    else:  # the main dataset's latents are the ones the dynamics stage cached; the extra datasets' go here
+        ae, ae_meta, main_latents = run_latents(cfg, main, "rate", progress=progress)
+        identity = autoencoder_identity(ae_meta)
+        ae_id = {"id": identity, "config": ae_meta["config"]["autoencoder"]}
+        stats = np.stack([ae_meta["latent_mean"], ae_meta["latent_std"]]).astype(np.float32)
+        latents = [main_latents] + [encode_cached(ae, stats, ds, root, identity, progress) for ds in datasets[1:]]
         target = {"world": str(run_dir(cfg, "dynamics") / "world"), "also": [str(run_dir(cfg, "decoder") / "world")]}
-    target["autoencoder"] = {"id": identity, "config": ae_config}
-    stats = np.stack([meta["latent_mean"], meta["latent_std"]]).astype(np.float32)
-    latents = [
-        encode_dataset(ae, stats, ds, root / f"latents-{ds.fingerprint()}-{identity}.npy", progress=progress)
-        for ds in datasets
-    ]
+    target["autoencoder"] = ae_id
     stage = RateStage(cfg, len(main.action_names), latents[0].shape[1:], target=target)
     sources, outcomes = [], []
     for ds, z in zip(datasets, latents, strict=True):

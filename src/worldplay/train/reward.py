@@ -204,16 +204,28 @@ def outcome_counts(
     return counts, values
 
 
-def _latents_from_world(world: Path, ds: Dataset, cache_dir: Path, progress: bool) -> tuple[np.ndarray, dict]:
-    """Latents of ``ds`` by a world folder's own autoencoder, and that autoencoder's identity."""
+def latents_from_world(
+    world: Path, datasets: list[Dataset], cache_dir: Path, progress: bool
+) -> tuple[list[np.ndarray], dict]:
+    """Latents of each of ``datasets`` by a world folder's own autoencoder (cached in ``cache_dir``), and that
+    autoencoder's identity."""
     from worldplay.checkpoint import autoencoder_identity
-    from worldplay.train.dynamics import encode_dataset, world_autoencoder
+    from worldplay.train.dynamics import world_autoencoder
 
     ae, meta = world_autoencoder(world)
     identity = autoencoder_identity(meta)
     stats = np.stack([meta["latent_mean"], meta["latent_std"]]).astype(np.float32)
-    cache = cache_dir / f"latents-{ds.fingerprint()}-{identity}.npy"
-    return encode_dataset(ae, stats, ds, cache, progress=progress), {"id": identity, "config": meta["autoencoder"]}
+    latents = [encode_cached(ae, stats, ds, cache_dir, identity, progress) for ds in datasets]
+    return latents, {"id": identity, "config": meta["autoencoder"]}
+
+
+def encode_cached(
+    ae: Any, stats: np.ndarray, ds: Dataset, cache_dir: Path, identity: str, progress: bool
+) -> np.ndarray:
+    """Latents of ``ds`` by an autoencoder of identity ``identity``, cached as ``cache_dir/latents-<ds>-<id>.npy``."""
+    from worldplay.train.dynamics import encode_dataset
+
+    return encode_dataset(ae, stats, ds, cache_dir / f"latents-{ds.fingerprint()}-{identity}.npy", progress=progress)
 
 
 def train_reward(
@@ -238,7 +250,7 @@ def train_reward(
     root = run_dir(cfg, "reward")
     if world is not None:
         world = Path(world)
-        latents, ae_id = _latents_from_world(world, ds, root, progress)
+        (latents,), ae_id = latents_from_world(world, [ds], root, progress)
         target = {"world": str(world), "autoencoder": ae_id}
     else:
         from worldplay.checkpoint import autoencoder_identity
