@@ -22,8 +22,9 @@ import pytest
 
 from conftest import FAST_COMPILE, ROOT
 from worldplay.config import load_config
+from worldplay.errors import WorldplayError
 from worldplay.train.reward import train_reward
-from worldplay.train.world import format_schedule, project_schedule
+from worldplay.train.world import format_schedule, project_schedule, stages_of, train_world
 
 TINY = [
     "data.num_threads=0", "data.holdout=0.3",
@@ -35,7 +36,8 @@ STAGE_SETS = ["batch_size=4", "steps=12", "warmup=0", "log_every=4", "eval_every
 
 def _sets(dataset: Path, runs: Path) -> list[str]:
     sets = [f"data.dataset={dataset}", *TINY, "decoder.enabled=true", "decoder.episodes=2"]
-    for section in ("train_autoencoder", "train_dynamics", "train_reward", "train_decoder"):
+    sets += ["rate.enabled=true", "rate.frames=2", "rate.lag=1", "rate.keys=4", "rate.horizon=4", "rate.width=8"]
+    for section in ("train_autoencoder", "train_dynamics", "train_reward", "train_rate", "train_decoder"):
         sets += [f"{section}.runs_dir={runs}", *(f"{section}.{s}" for s in STAGE_SETS)]
     return sets
 
@@ -69,7 +71,7 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("== stage 2/4: dynamics"):
+            if line.startswith("== stage 2/5: dynamics"):
                 proc.send_signal(signal.SIGKILL)  # the autoencoder is done; the dynamics stage has not stepped
                 break
     finally:
@@ -78,8 +80,8 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     first = "".join(lines)
     assert proc.returncode == -signal.SIGKILL, first
     # the projection is printed before the first step: every stage timed, 12 steps each left
-    assert first.index("projected") < first.index("== stage 1/4: autoencoder"), first
-    for stage in ("autoencoder ", "reward      ", "decoder     "):
+    assert first.index("projected") < first.index("== stage 1/5: autoencoder"), first
+    for stage in ("autoencoder ", "reward      ", "rate        ", "decoder     "):
         assert f"{stage}      12 of 12 steps x" in first, first
     early = r"dynamics          12 of 12 steps \(batch 4\): 6 x [\d.]+ s/step on 2 frames \+ 6 x [\d.]+ s/step"
     assert re.search(early, first), first
@@ -93,14 +95,15 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
     assert done.returncode == 0, out
     assert "autoencoder  done (12 steps)" in out, out  # nothing left to project for the finished stage
     assert f"resuming {runs / 'toy' / 'autoencoder'} from step 12" in out, out
-    assert "resuming" not in out.split("== stage 2/4: dynamics")[1], out  # the dynamics stage starts afresh
+    assert "resuming" not in out.split("== stage 2/5: dynamics")[1], out  # the dynamics stage starts afresh
     result = json.loads(done.stdout[done.stdout.index("{") :])
-    assert {result[s]["step"] for s in ("autoencoder", "dynamics", "reward", "decoder")} == {12}
+    assert {result[s]["step"] for s in ("autoencoder", "dynamics", "reward", "rate", "decoder")} == {12}
     world = Path(result["world"])  # the last stage's: the dynamics stage's world with the fine-tuned decoder
     assert world == runs / "toy" / "decoder" / "world"
     meta = json.loads((world / "world.json").read_text())
     assert meta["steps"] == {"autoencoder": 12, "dynamics": 12, "decoder": 12}
     assert meta["reward"]["step"] == 12 and "reward_f1" in meta["reward"]["eval"]  # the reward stage joined it
+    assert meta["rate"]["step"] == 12 and meta["rate"]["config"]["keys"] == 4  # and so did the rate stage
     assert "psnr_h1" in meta["decoder"]["eval"]
     # the cheap held-out evaluation, logged against steps and wall-clock seconds
     rows = list(map(json.loads, (runs / "toy" / "dynamics" / "logs" / "metrics.jsonl").open()))
@@ -120,12 +123,21 @@ def test_train_world_runs_every_stage_and_resumes_after_a_sigkill_between_stages
 def test_projection_is_steps_left_times_measured_seconds_per_step(tmp_path, toy_dataset):
     cfg = load_config(ROOT / "configs" / "toy.toml", _sets(toy_dataset, tmp_path / "runs"))
     plan = project_schedule(cfg)
-    assert set(plan["stages"]) == {"autoencoder", "dynamics", "reward", "decoder"}
+    assert set(plan["stages"]) == {"autoencoder", "dynamics", "reward", "rate", "decoder"}
     for stage in plan["stages"].values():
         assert stage["steps_left"] == 12 and stage["s_per_step"] > 0 and stage["timed_steps"] >= 4
         assert stage["projected_s"] == pytest.approx(12 * stage["s_per_step"])
     assert plan["projected_s"] == pytest.approx(sum(s["projected_s"] for s in plan["stages"].values()))
     assert "projected" in format_schedule(plan)
+    # the rate stage is one only when switched on; a rate stage that would fail for a missing extra dataset
+    # is refused before the first stage starts (train world checks every stage's inputs first)
+    off = load_config(ROOT / "configs" / "toy.toml", [*_sets(toy_dataset, tmp_path / "runs"), "rate.enabled=false"])
+    assert stages_of(off) == ("autoencoder", "dynamics", "reward", "decoder")
+    sets = [*_sets(toy_dataset, tmp_path / "runs"), f"rate.extra_datasets=['{tmp_path}/none']"]
+    missing = load_config(ROOT / "configs" / "toy.toml", sets)
+    with pytest.raises(WorldplayError, match="none"):
+        train_world(missing, progress=False, project=False, log=lambda _: None)
+    assert not (tmp_path / "runs").exists()  # nothing trained
 
 
 # ---------------------------------------------------------------------------

@@ -166,6 +166,7 @@ class RateConfig:
     """The rate model (``models/reward.py``, ``RateModel``): the expected reward of each step, read from the frames
     a few steps before it and the keys pressed since, for scoring agents by their expected return."""
 
+    enabled: bool = False  # a stage of `train world` (after reward); needs a dataset with rewards
     frames: int = 4  # latent frames it reads, the newest ``lag`` frames before the step's
     lag: int = 3  # how many frames before the step's its newest frame is
     keys: int = 24  # the keys it reads: the step's and those of the steps before it
@@ -211,6 +212,8 @@ class IdmConfig:
 SAMPLING_KEYS = frozenset({"sampling_steps", "sampling_context_noise", "guidance"})
 # the DynamicsConfig keys a trained run may resume with changed: switches of the objective that fine-tune a world
 FINE_TUNE_KEYS = frozenset({"own_context_prob"})
+# keys that switch a stage on or off in `train world`: a run resumes whatever they say
+STAGE_SWITCHES = frozenset({"enabled"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

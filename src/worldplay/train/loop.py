@@ -34,7 +34,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from worldplay.config import FINE_TUNE_KEYS, SAMPLING_KEYS, Config, TrainConfig, config_to_dict
+from worldplay.config import FINE_TUNE_KEYS, SAMPLING_KEYS, STAGE_SWITCHES, Config, TrainConfig, config_to_dict
 from worldplay.errors import ConfigError, WorldplayError
 
 Batch = dict[str, np.ndarray]
@@ -255,7 +255,7 @@ def check_resumable(paths: RunPaths, cfg: Config, stage_name: str) -> None:
     for section in MODEL_SECTIONS.get(stage_name, ()):
         for key, value in now[section].items():
             old = saved.get(section, {}).get(key, defaults[section][key])
-            if old != value and key not in SAMPLING_KEYS | FINE_TUNE_KEYS:
+            if old != value and key not in SAMPLING_KEYS | FINE_TUNE_KEYS | STAGE_SWITCHES:
                 raise ConfigError(
                     f"{paths.root}: this run was trained with {section}.{key} = {json.dumps(old)}, the config "
                     f"now says {json.dumps(value)}, so its checkpoints cannot resume. Train under another "

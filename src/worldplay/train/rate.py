@@ -136,7 +136,7 @@ class RateStage:
     def part_meta(self, step: int | None = None) -> dict[str, Any]:
         """What a world folder stores about its rate model (``world.json`` key ``rate``)."""
         meta = {
-            "config": config_to_dict(self.cfg.rate),
+            "config": {k: v for k, v in config_to_dict(self.cfg.rate).items() if k != "enabled"},  # the model's
             "class_values": list(self.class_values),
             "autoencoder": (self.target or {}).get("autoencoder"),
             "eval": self.last_eval,
@@ -151,6 +151,32 @@ class RateStage:
 
 def _soft_ce(logits: jax.Array, shares: jax.Array) -> jax.Array:
     return -jnp.mean(jnp.sum(shares * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+
+
+def rate_datasets(cfg: Config) -> list[Any]:
+    """The datasets the rate stage trains on (``data.dataset``, then ``rate.extra_datasets``), opened and
+    checked: each has recorded rewards and is of the main dataset's game. ``train world`` calls it before its
+    first stage, so that a missing extra dataset is refused before hours of other stages, not after."""
+    datasets = [open_dataset(cfg.data.dataset)]
+    for path in cfg.rate.extra_datasets:
+        try:
+            datasets.append(open_dataset(path))
+        except WorldplayError as e:
+            raise WorldplayError(f"rate.extra_datasets: {e}") from None
+    for ds in datasets:
+        if not ds.episodes_with("rewards"):
+            raise WorldplayError(
+                f"{ds.path}: no episode recorded rewards, so there is no reward rate to learn; record with "
+                "`worldplay record` (it keeps the game's rewards) or import logs with a reward column"
+            )
+    main = datasets[0]
+    for ds in datasets[1:]:
+        if tuple(ds.action_names) != tuple(main.action_names) or tuple(ds.frame_shape) != tuple(main.frame_shape):
+            raise WorldplayError(
+                f"rate.extra_datasets: {ds.path} is not of the same game as {main.path} (other actions or frame "
+                "size); give datasets recorded from the same source"
+            )
+    return datasets
 
 
 def train_rate(
@@ -168,20 +194,8 @@ def train_rate(
     from worldplay.train.loop import held_out_batches, preflight, run_dir, stage_train_config, train
 
     preflight(cfg, "rate")
-    datasets = [open_dataset(p) for p in (cfg.data.dataset, *cfg.rate.extra_datasets)]
-    for ds in datasets:
-        if not ds.episodes_with("rewards"):
-            raise WorldplayError(
-                f"{ds.path}: no episode recorded rewards, so there is no reward rate to learn; record with "
-                "`worldplay record` (it keeps the game's rewards) or import logs with a reward column"
-            )
+    datasets = rate_datasets(cfg)
     main = datasets[0]
-    for ds in datasets[1:]:
-        if tuple(ds.action_names) != tuple(main.action_names) or tuple(ds.frame_shape) != tuple(main.frame_shape):
-            raise WorldplayError(
-                f"rate.extra_datasets: {ds.path} is not of the same game as {main.path} (other actions or frame "
-                "size); give datasets recorded from the same source"
-            )
     root = run_dir(cfg, "rate")
     if world is not None:
         world = Path(world)

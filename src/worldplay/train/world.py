@@ -19,9 +19,10 @@ from worldplay.config import Config
 from worldplay.train.loop import format_seconds, run_dir, stage_train_config, time_steps
 
 # The stages of a world, in the order they train: each one reads what the ones before it wrote.
-# The reward stage needs only the autoencoder; it comes after the dynamics so that it can add itself to the
-# world. The decoder stage fine-tunes the decoder of that world (reward model included) into a new one.
-STAGES = ("autoencoder", "dynamics", "reward", "decoder")
+# The reward and rate stages need only the autoencoder; they come after the dynamics so that they can add
+# themselves to the world. The decoder stage fine-tunes the decoder of that world (reward and rate models
+# included) into a new one.
+STAGES = ("autoencoder", "dynamics", "reward", "rate", "decoder")
 
 
 def _stage_objective(cfg: Config, name: str, num_actions: int) -> Any:
@@ -34,6 +35,10 @@ def _stage_objective(cfg: Config, name: str, num_actions: int) -> Any:
         from worldplay.train.reward import RewardStage
 
         return RewardStage(cfg, num_actions, cfg.autoencoder.latent_shape)
+    if name == "rate":
+        from worldplay.train.rate import RateStage
+
+        return RateStage(cfg, num_actions, cfg.autoencoder.latent_shape)
     if name == "decoder":
         from worldplay.train.decoder import DecoderStage
 
@@ -52,6 +57,10 @@ def _trainer(name: str) -> Callable[..., dict[str, Any]]:
         from worldplay.train.reward import train_reward
 
         return train_reward
+    if name == "rate":
+        from worldplay.train.rate import train_rate
+
+        return train_rate
     if name == "decoder":
         from worldplay.train.decoder import train_decoder
 
@@ -69,8 +78,9 @@ def completed_steps(cfg: Config, name: str) -> int:
 
 
 def stages_of(cfg: Config) -> tuple[str, ...]:
-    """The stages ``cfg`` trains: all of :data:`STAGES`, but the reward stage only for a dataset with rewards and
-    the decoder stage only when ``decoder.enabled``."""
+    """The stages ``cfg`` trains: all of :data:`STAGES`, but the reward stage only for a dataset with rewards,
+    the rate stage only when ``rate.enabled`` (and the dataset has rewards) and the decoder stage only when
+    ``decoder.enabled``."""
     from worldplay.data.format import open_dataset
     from worldplay.errors import WorldplayError
 
@@ -78,7 +88,9 @@ def stages_of(cfg: Config) -> tuple[str, ...]:
         has_rewards = open_dataset(cfg.data.dataset).episodes_with("rewards") > 0
     except WorldplayError:  # no dataset here (`bench train` on another machine): project every stage
         has_rewards = True
-    skip = {"reward"} if not has_rewards else set()
+    skip = {"reward", "rate"} if not has_rewards else set()
+    if not cfg.rate.enabled:
+        skip.add("rate")
     if not cfg.decoder.enabled:
         skip.add("decoder")
     return tuple(s for s in STAGES if s not in skip)
@@ -165,8 +177,13 @@ def train_world(
     stages = stages_of(cfg)
     for name in stages:  # every stage's checks before the first one starts
         preflight(cfg, name)
+    if "rate" in stages:  # its extra datasets are there and of the same game
+        from worldplay.train.rate import rate_datasets
+
+        rate_datasets(cfg)
     if "reward" not in stages and jax.process_index() == 0:
-        log(f"{cfg.data.dataset}: no recorded rewards, so no reward stage; the world will play with reward 0")
+        skipped = "reward and rate stages" if cfg.rate.enabled else "reward stage"
+        log(f"{cfg.data.dataset}: no recorded rewards, so no {skipped}; the world will play with reward 0")
     plan = project_schedule(cfg, stages=stages) if project else None
     if plan is not None and jax.process_index() == 0:
         log(f"schedule of {cfg.name}:\n{format_schedule(plan)}")
