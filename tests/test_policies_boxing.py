@@ -63,3 +63,27 @@ def test_skill_differs_in_the_real_game(game):
     chase, _ = _play(game, "worldplay.policies.boxing:chase")
     retreat, _ = _play(game, "worldplay.policies.boxing:retreat")
     assert chase - retreat >= 5, (chase, retreat)  # the one who punches scores, the one who runs is hit
+
+
+def test_brawl_mixes_held_keys_with_attacks_that_close_in_and_punch(game):
+    """The rate model's training play: over an episode's start it holds keys (long runs of one action) and
+    attacks (it closes in on the opponent and punches), reproducibly per seed."""
+    _, actions = _play(game, "worldplay.policies.boxing:brawl", steps=600, seed=3)
+    _, again = _play(game, "worldplay.policies.boxing:brawl", steps=600, seed=3)
+    assert actions == again
+    names = [game.action_names[a] for a in actions]
+    assert sum("FIRE" in n for n in names) > 60  # it punches
+    runs = np.diff(np.flatnonzero(np.diff(actions) != 0))
+    assert runs.max() >= 20  # and holds a key for long stretches
+    # in an attack it walks towards an opponent far to its right (here: a segment seeded to attack)
+    policy = make_policy("worldplay.policies.boxing:brawl", game.action_names)
+    frame = np.full((64, 64, 3), 120, np.uint8)
+    frame[30:34, 12:15] = 255  # the player, white, on the left
+    frame[30:34, 48:51] = 0  # the opponent, black, on the right, in line
+    moves = []
+    for seed in range(40):
+        policy.reset(seed)
+        moves.append(game.action_names[policy(frame)])
+    right = sum(m in ("RIGHT", "RIGHTFIRE") for m in moves)  # attacks, and 2 of 18 held keys
+    left = sum("LEFT" in m for m in moves)  # held keys only (6 of 18)
+    assert right >= 12 and left < right / 2, moves  # about half the segments attack, all of them rightwards

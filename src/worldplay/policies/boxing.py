@@ -116,3 +116,45 @@ class sticky(random):
 
 
 REFERENCE = ("random", "sticky", "punch", "jab", "chase", "retreat")  # every reference agent, by name
+
+
+class brawl(random):
+    """Training play for a rate model, not a reference agent: broad play in which a boxer also attacks.
+
+    Segments of 1 to 120 frames, each at random either a key held (as the ``hold`` recording policy) or an
+    attack with its own random parameters: close to a random horizontal gap (0 to 24 px) beside the
+    opponent, line up within a random slack (0.5 to 6 px) and punch on a random share of frames. Attacks of
+    every quality, good and bad, so that a model of the rate of points sees what standing close and punching
+    first brings, not only what standing close and being hit does (docs/agents.md).
+
+        worldplay record --source ale:Boxing --policy worldplay.policies.boxing:brawl --episodes 20 --out data/b
+    """
+
+    GAP, SLACK, FIRE = (0.0, 24.0), (0.5, 6.0), (0.0, 1.0)  # the ranges an attack's parameters are drawn from
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng([seed, 13])
+        self._left = 0
+
+    def __call__(self, frame: np.ndarray) -> str:
+        rng = self._rng
+        if self._left == 0:
+            self._left = int(rng.integers(1, 121))
+            self._attack = bool(rng.random() < 0.5)
+            self._key = ACTIONS[int(rng.integers(len(ACTIONS)))]
+            self._gap, self._slack, self._fire = (rng.uniform(*r) for r in (self.GAP, self.SLACK, self.FIRE))
+        self._left -= 1
+        me, other = boxers(frame)
+        if not self._attack or me is None or other is None:
+            return self._key
+        dy, dx = other - me
+        toward, away = ("RIGHT", "LEFT") if dx > 0 else ("LEFT", "RIGHT")
+        horizontal = _towards(abs(dx) - self._gap, 2.0, away, toward)
+        return _name(_towards(dy, self._slack, "UP", "DOWN"), horizontal, bool(rng.random() < self._fire))
+
+
+class brawl_close(brawl):
+    """``brawl`` with attacks drawn nearer to punching reach (gap 2 to 16 px, slack 0.5 to 4 px, punching on
+    20 to 100% of frames): more of its attacks land."""
+
+    GAP, SLACK, FIRE = (2.0, 16.0), (0.5, 4.0), (0.2, 1.0)
