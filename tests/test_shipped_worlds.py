@@ -17,8 +17,8 @@ def test_a_shipped_world_opens_by_name_from_any_folder(tmp_path, monkeypatch):
     assert resolve_world("boxing") == default_world("boxing")
     from worldplay.world import load_world
 
-    cpu = load_world(resolve_world("boxing-cpu"))  # the world trained on the 2-core CPU, with its reward model
-    assert cpu.meta["name"] == "boxing-cpu" and cpu.has_reward and cpu.config.width == 128
+    cpu = load_world(resolve_world("boxing-cpu"))  # the world trained on the 2-core CPU, with reward and rate models
+    assert cpu.meta["name"] == "boxing-cpu" and cpu.has_reward and cpu.has_rate and cpu.config.width == 128
     eye = load_world(resolve_world("privateeye"))  # the second game, trained by configs/atari-cpu.toml on the CPU
     assert eye.meta["name"] == "privateeye" and {"LEFT", "RIGHT", "UP"} <= set(eye.action_names)
     toy = load_world(resolve_world("toy-push"))  # the pushed-ball toy game's world, which eval-agents is tested on
