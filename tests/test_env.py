@@ -167,6 +167,10 @@ def test_bad_actions_are_refused(world):
         WorldModelEnv(world, max_episode_steps=0)
     with pytest.raises(WorldplayError, match="render_mode 'human' is not supported"):
         WorldModelEnv(world, render_mode="human")
+    with pytest.raises(WorldplayError, match=r"reward='points': use 'events'.*or 'rate'"):
+        WorldModelVectorEnv(world, 2, reward="points")
+    with pytest.raises(WorldplayError, match="has no rate model; add one with `worldplay train rate"):
+        WorldModelEnv(world, reward="rate")
 
 
 def test_truncation_at_max_episode_steps(world):

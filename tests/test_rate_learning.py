@@ -12,6 +12,7 @@ from worldplay.agents import evaluate_agents
 from worldplay.config import config_from_dict, config_to_dict
 from worldplay.data.format import open_dataset
 from worldplay.data.loader import split_episodes
+from worldplay.errors import WorldplayError
 from worldplay.evaluate import record_rollouts
 from worldplay.train.rate import ConcatSource, train_rate
 from worldplay.world import load_world
@@ -93,3 +94,42 @@ def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_wo
     expected = [e["expected_return"] for e in summary["episode_list"]]
     assert len(expected) == 2 and all(0.0 < x < 6.0 for x in expected), summary["episode_list"]
     assert summary["runs"][-1]["mean_expected_return"] == pytest.approx(np.mean(expected))
+
+    # the environments' reward="rate": each step's expected reward as it is played equals the offline reading of
+    # the same rollout (its latents captured as they came)
+    from gymnasium.utils.env_checker import check_env
+
+    from worldplay.env import WorldModelEnv, WorldModelVectorEnv
+
+    captured = []
+    step_latent = world.step_latent_with_reward
+
+    def capture(*args, **kwargs):
+        out = step_latent(*args, **kwargs)
+        captured.append(np.asarray(out[2]))
+        return out
+
+    world.step_latent_with_reward = capture  # type: ignore[method-assign]
+    envs = WorldModelVectorEnv(world, 3, reward="rate")
+    envs.reset(seed=0, options={"prompt_index": [0, 1, 2]})
+    frames0, actions0 = world.held_out_prompt(np.array([0, 1, 2]))
+    rng = np.random.default_rng(0)
+    acts, got, ended = [], [], []
+    for _ in range(12):
+        a = rng.integers(len(world.action_names), size=3)
+        _, r, terminated, _, _ = envs.step(a)
+        acts.append(a)
+        got.append(r)
+        ended.append(terminated)
+    P = frames0.shape[1]
+    prompt_z = np.asarray(world.encode(frames0.reshape(-1, *frames0.shape[2:])))
+    z = np.concatenate([prompt_z.reshape(3, P, *prompt_z.shape[1:]), np.stack(captured, 1)], 1)
+    seq = np.concatenate([actions0, np.stack(acts, 1), np.zeros((3, 1), np.int64)], 1)
+    offline = world.expected_rewards(z, seq)[:, P - 1 : P - 1 + 12]
+    played = np.cumsum(np.stack(ended, 1), axis=1) - np.stack(ended, 1) == 0  # steps before a stream restarts
+    assert played[:, :6].all()  # (a stream that ends restarts: later steps are another episode's)
+    np.testing.assert_allclose(np.stack(got, 1)[played], offline[played], atol=1e-5)
+    world.step_latent_with_reward = step_latent  # type: ignore[method-assign]
+    check_env(WorldModelEnv(world, reward="rate", max_episode_steps=8), skip_render_check=True)
+    with pytest.raises(WorldplayError, match="has no rate model"):
+        WorldModelEnv(toy_world_run["world"], reward="rate")

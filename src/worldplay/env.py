@@ -100,6 +100,64 @@ def _check_render_mode(render_mode: str | None) -> str | None:
     return render_mode
 
 
+def _rate_reward(world: WorldModel, reward: str, num_envs: int) -> ExpectedRewards | None:
+    if reward not in ("events", "rate"):
+        raise WorldplayError(f"reward={reward!r}: use 'events' (the reward model's points) or 'rate' (expected ones)")
+    if reward == "events":
+        return None
+    if not world.has_rate:
+        raise WorldplayError(
+            f"reward='rate': world {world.meta.get('name', '?')!r} has no rate model; add one with "
+            "`worldplay train rate --config C --world FOLDER`, or use reward='events'"
+        )
+    return ExpectedRewards(world, num_envs)
+
+
+class ExpectedRewards:
+    """The rate model's expected reward of each step of B streams, as they are played: a rolling history of each
+    stream's latents and keys (``rate.history + 1`` frames, the newest last), filled from a stream's prompt when it
+    starts. ``step(actions, latents)`` gives ``world.expected_rewards_last`` of the step that the actions take on
+    the newest frames, then appends the new latents."""
+
+    def __init__(self, world: WorldModel, num_envs: int):
+        assert world.rate is not None
+        self.world = world
+        self.length = world.rate.config.history + 1
+        self.z: np.ndarray | None = None  # [B, length, h, w, C]
+        self.a = np.zeros((num_envs, self.length), np.int64)  # the key taken on each frame; the newest: not yet
+
+    def start(self, mask: np.ndarray, frames: np.ndarray, actions: np.ndarray | None) -> None:
+        """Fill the histories of the streams in ``mask`` [B] from their prompt frames [B, P, H, W, 3] and the
+        actions between them [B, P - 1] (None: NOOP, index 0); a prompt shorter than the history is padded with
+        its first frame and action repeated, as ``world.expected_rewards`` does before a stream's first frame."""
+        rows = np.flatnonzero(mask)
+        n, P = len(rows), frames.shape[1]
+        z = np.asarray(self.world.encode(frames[rows].reshape(n * P, *frames.shape[2:]))).reshape(n, P, -1)
+        a = np.zeros((n, P), np.int64)
+        if actions is not None and P > 1:
+            a[:, : P - 1] = np.asarray(actions)[rows]
+        keep = min(P, self.length)
+        pad = self.length - keep
+        z = np.concatenate([np.repeat(z[:, :1], pad, axis=1), z[:, P - keep :]], axis=1)
+        a = np.concatenate([np.repeat(a[:, :1], pad, axis=1), a[:, P - keep :]], axis=1)
+        a[:, -1] = 0
+        if self.z is None:
+            self.z = np.zeros((len(mask), self.length, z.shape[-1]), np.float32)
+        self.z[rows], self.a[rows] = z, a
+
+    def step(self, actions: np.ndarray, latents: Any) -> np.ndarray:
+        """The expected reward of the step ``actions`` [B] take [B] (float64), and the new latents [B, h, w, C]
+        appended to the histories."""
+        assert self.z is not None, "start() first"
+        latents = np.asarray(latents, np.float32)
+        self.a[:, -1] = actions
+        shape = latents.shape[1:]
+        expected = self.world.expected_rewards_last(self.z.reshape(*self.z.shape[:2], *shape), self.a)
+        self.z = np.concatenate([self.z[:, 1:], latents.reshape(len(latents), 1, -1)], axis=1)
+        self.a = np.concatenate([self.a[:, 1:], np.zeros((len(self.a), 1), np.int64)], axis=1)
+        return expected.astype(np.float64)
+
+
 class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
     """A world as a Gymnasium environment: observations are the world's frames, actions its named actions.
 
@@ -128,6 +186,10 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
 
     ``guidance`` (classifier-free guidance scale of the action) may be changed
     between steps; None uses the world's default.
+
+    ``reward="rate"`` reports the world's rate model's expected reward of each step instead
+    of the reward model's points (a dense reward, the reading ``eval-agents --score rate``
+    sums; :class:`ExpectedRewards`); ``terminated`` still comes from the reward model.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 15.0}  # noqa: RUF012 (per instance)
@@ -140,8 +202,10 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
         guidance: float | None = None,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        reward: str = "events",
     ):
         self.world = _as_world(world)
+        self._rate = _rate_reward(self.world, reward, 1)
         self.action_names: tuple[str, ...] = self.world.action_names
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.world.fps, "action_names": self.action_names}
         self.observation_space = gym.spaces.Box(0, 255, self.world.frame_shape, np.uint8)
@@ -170,6 +234,8 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
             options.get("prompt_index"), self.prompt, self.np_random,
         )  # fmt: skip
         self._state = self.world.start(frames, actions, seed=world_seed)
+        if self._rate is not None:
+            self._rate.start(np.ones(1, np.bool_), frames[None], None if actions is None else np.asarray(actions)[None])
         self._frame = np.array(frames[-1])
         self._t = 0
         return self._frame.copy(), info
@@ -184,7 +250,14 @@ class WorldModelEnv(gym.Env[np.ndarray, np.int64]):
                 f"action {action!r} is not in the action space {self.action_space}; this world's actions are "
                 + ", ".join(f"{i}={name}" for i, name in enumerate(self.action_names))
             )
-        self._state, frame, reward, end = self.world.step_with_reward(self._state, int(action), self.guidance)
+        if self._rate is None:
+            self._state, frame, reward, end = self.world.step_with_reward(self._state, int(action), self.guidance)
+        else:
+            self._state, frames, latents, _, ends = self.world.step_latent_with_reward(
+                self._state, int(action), self.guidance
+            )
+            frame, end = np.asarray(frames)[0], bool(np.asarray(ends)[0])
+            reward = self._rate.step(np.array([int(action)]), latents)[0]
         self._frame = np.array(frame)
         self._t += 1
         truncated = self.max_episode_steps is not None and self._t >= self.max_episode_steps
@@ -226,6 +299,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     every stream, or frames [B, P, H, W, 3]), else the constructor's ``prompt``, else
     a held-out prompt window per stream chosen with ``self.np_random``;
     ``options["prompt_index"]`` (an int or [B] ints) picks held-out windows.
+
+    ``reward="rate"``: each stream's expected reward per step, as in ``WorldModelEnv``.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012 (replaced per instance)
@@ -243,6 +318,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         guidance: float | None = None,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        reward: str = "events",
     ):
         from gymnasium.vector.utils import batch_space
 
@@ -250,6 +326,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             raise WorldplayError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.world = _as_world(world)
         self.num_envs = int(num_envs)
+        self._rate = _rate_reward(self.world, reward, self.num_envs)
         self.action_names: tuple[str, ...] = self.world.action_names
         self.metadata = {
             "render_modes": ["rgb_array"],
@@ -303,6 +380,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             self._state = self.world.restart(self._state, mask, frames, actions)
             assert self._frames is not None
             self._frames[mask] = frames[mask, -1]
+        if self._rate is not None:
+            self._rate.start(mask, frames, actions)
         self._t[mask] = 0
         self._autoreset[mask] = False
         if isinstance(infos.get("prompt"), str):
@@ -344,9 +423,15 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             obs, infos = self._start({}, restart)
             infos.update(frame_index=self._t.copy(), _frame_index=np.ones(B, np.bool_))
             return obs, np.zeros(B, np.float64), np.zeros(B, np.bool_), np.zeros(B, np.bool_), infos
-        self._state, frames, rewards, ends = self.world.step_with_reward(
-            self._state, acts.astype(np.int64), self.guidance
-        )
+        if self._rate is None:
+            self._state, frames, rewards, ends = self.world.step_with_reward(
+                self._state, acts.astype(np.int64), self.guidance
+            )
+        else:  # the rate model's expected rewards; the restarting streams' histories are refilled below
+            self._state, frames, latents, _, ends = self.world.step_latent_with_reward(
+                self._state, acts.astype(np.int64), self.guidance
+            )
+            rewards = self._rate.step(acts.astype(np.int64), latents)
         self._frames = np.array(frames)
         self._t += 1
         infos: dict[str, Any] = {}

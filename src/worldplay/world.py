@@ -283,6 +283,32 @@ class WorldModel:
         of their frames [N, T, h, w, C] and the action taken on each frame [N, T] (``actions[:, j]`` turns frame j
         into frame j + 1; the last one may be a placeholder). Before a stream's first frame, the model reads that
         frame and its action repeated."""
+        z, a, frames, keys = self._rate_inputs(z_NThwC, actions_NT, "expected_rewards")
+        N, T = a.shape[0], a.shape[1] - self.rate.config.history
+        rows = np.stack(np.meshgrid(np.arange(N), np.arange(T), indexing="ij"), -1).reshape(-1, 2)
+        out = np.zeros(N * T, np.float32)
+        for first in range(0, len(rows), chunk):
+            n, j = rows[first : first + chunk].T
+            pad = chunk - len(n)  # one shape, one compile
+            n, j = np.pad(n, (0, pad)), np.pad(j, (0, pad)) + self.rate.config.history
+            zb = z[n[:, None], j[:, None] + frames]
+            ab = a[n[:, None], j[:, None] + keys]
+            e = self._rate_fn(self._rate[0], self._rate[1], jnp.asarray(zb), jnp.asarray(ab))
+            out[first : first + chunk - pad] = np.asarray(e)[: chunk - pad]
+        return out.reshape(N, T)
+
+    def expected_rewards_last(self, z_NThwC: Any, actions_NT: Any) -> np.ndarray:
+        """``expected_rewards(z, actions)[:, -1]``, the expected reward of each stream's last step [N], computed for
+        that step alone: what an environment needs at every step (``T`` = ``rate.config.history + 1`` frames of
+        history are all the model reads)."""
+        z, a, frames, keys = self._rate_inputs(z_NThwC, actions_NT, "expected_rewards_last")
+        j = a.shape[1] - 1
+        e = self._rate_fn(self._rate[0], self._rate[1], jnp.asarray(z[:, j + frames]), jnp.asarray(a[:, j + keys]))
+        return np.asarray(e, np.float32)
+
+    def _rate_inputs(self, z_NThwC: Any, actions_NT: Any, what: str) -> tuple[np.ndarray, ...]:
+        """Checked latents and actions, each stream's first frame and action repeated ``history`` times before
+        it, and the offsets of the frames and keys the model reads relative to a step's frame."""
         if self.rate is None:
             raise WorldplayError(
                 "this world has no rate model; add one: worldplay train rate --config C --world FOLDER"
@@ -290,26 +316,13 @@ class WorldModel:
         rc = self.rate.config
         z, a = np.asarray(z_NThwC, np.float32), np.clip(np.asarray(actions_NT, np.int32), 0, len(self.action_names) - 1)
         if z.ndim != 5 or a.shape != z.shape[:2]:
-            raise WorldplayError(
-                f"expected_rewards: latents [N, T, h, w, C] and actions [N, T], got {z.shape} and {a.shape}"
-            )
-        N, T = a.shape
+            raise WorldplayError(f"{what}: latents [N, T, h, w, C] and actions [N, T], got {z.shape} and {a.shape}")
         H = rc.history
         z = np.concatenate([np.repeat(z[:, :1], H, axis=1), z], axis=1)
         a = np.concatenate([np.repeat(a[:, :1], H, axis=1), a], axis=1)
-        rows = np.stack(np.meshgrid(np.arange(N), np.arange(T), indexing="ij"), -1).reshape(-1, 2)
-        out = np.zeros(N * T, np.float32)
         frames = np.arange(-rc.lag - rc.frames + 1, -rc.lag + 1)  # relative to the step's frame
         keys = np.arange(-rc.keys + 1, 1)
-        for first in range(0, len(rows), chunk):
-            n, j = rows[first : first + chunk].T
-            pad = chunk - len(n)  # one shape, one compile
-            n, j = np.pad(n, (0, pad)), np.pad(j, (0, pad)) + H
-            zb = z[n[:, None], j[:, None] + frames]
-            ab = a[n[:, None], j[:, None] + keys]
-            e = self._rate_fn(self._rate[0], self._rate[1], jnp.asarray(zb), jnp.asarray(ab))
-            out[first : first + chunk - pad] = np.asarray(e)[: chunk - pad]
-        return out.reshape(N, T)
+        return z, a, frames, keys
 
     def expected_returns(self, z_NThwC: Any, actions_NT: Any, prompt: int, lengths_N: Any) -> np.ndarray:
         """The rate model's expected return of N episodes [N] (float64): the sum of the expected rewards of each
