@@ -123,7 +123,7 @@ class ExpectedRewards:
         assert world.rate is not None
         self.world = world
         self.length = world.rate.config.history + 1
-        self.z: np.ndarray | None = None  # [B, length, h, w, C]
+        self.z = np.zeros((num_envs, self.length, *world.latent_shape), np.float32)  # filled by start()
         self.a = np.zeros((num_envs, self.length), np.int64)  # the key taken on each frame; the newest: not yet
 
     def start(self, mask: np.ndarray, frames: np.ndarray, actions: np.ndarray | None) -> None:
@@ -132,28 +132,23 @@ class ExpectedRewards:
         its first frame and action repeated, as ``world.expected_rewards`` does before a stream's first frame."""
         rows = np.flatnonzero(mask)
         n, P = len(rows), frames.shape[1]
-        z = np.asarray(self.world.encode(frames[rows].reshape(n * P, *frames.shape[2:]))).reshape(n, P, -1)
+        z = np.asarray(self.world.encode(frames[rows].reshape(n * P, *frames.shape[2:])))
+        z = z.reshape(n, P, *self.world.latent_shape)
         a = np.zeros((n, P), np.int64)
         if actions is not None and P > 1:
             a[:, : P - 1] = np.asarray(actions)[rows]
         keep = min(P, self.length)
         pad = self.length - keep
         z = np.concatenate([np.repeat(z[:, :1], pad, axis=1), z[:, P - keep :]], axis=1)
-        a = np.concatenate([np.repeat(a[:, :1], pad, axis=1), a[:, P - keep :]], axis=1)
-        a[:, -1] = 0
-        if self.z is None:
-            self.z = np.zeros((len(mask), self.length, z.shape[-1]), np.float32)
+        a = np.concatenate([np.repeat(a[:, :1], pad, axis=1), a[:, P - keep :]], axis=1)  # the newest: 0, not yet
         self.z[rows], self.a[rows] = z, a
 
     def step(self, actions: np.ndarray, latents: Any) -> np.ndarray:
         """The expected reward of the step ``actions`` [B] take [B] (float64), and the new latents [B, h, w, C]
         appended to the histories."""
-        assert self.z is not None, "start() first"
-        latents = np.asarray(latents, np.float32)
         self.a[:, -1] = actions
-        shape = latents.shape[1:]
-        expected = self.world.expected_rewards_last(self.z.reshape(*self.z.shape[:2], *shape), self.a)
-        self.z = np.concatenate([self.z[:, 1:], latents.reshape(len(latents), 1, -1)], axis=1)
+        expected = self.world.expected_rewards_last(self.z, self.a)
+        self.z = np.concatenate([self.z[:, 1:], np.asarray(latents, np.float32)[:, None]], axis=1)
         self.a = np.concatenate([self.a[:, 1:], np.zeros((len(self.a), 1), np.int64)], axis=1)
         return expected.astype(np.float64)
 

@@ -557,6 +557,16 @@ class WorldModel:
         )
 
 
+def _restore_outcome_part(
+    path: Path, meta: dict[str, Any], key: str, config_cls: type, model_cls: type, ae_cfg: AutoencoderConfig
+) -> tuple[nnx.Module, tuple[float, ...]]:
+    """A world folder's reward or rate model (part ``key``), restored, and the values of its reward classes."""
+    cfg = part_from_dict(config_cls, meta[key]["config"], key)
+    n_act = len(meta["action_names"])
+    model = nnx.eval_shape(lambda: model_cls(cfg, ae_cfg.latent_shape, n_act, rngs=nnx.Rngs(0)))
+    return restore_into(model, path / key), tuple(float(v) for v in meta[key]["class_values"])
+
+
 def load_world(
     path: str | Path, *, sampling_steps: int | None = None, context_noise: float | None = None
 ) -> WorldModel:
@@ -580,21 +590,14 @@ def load_world(
     if (path / "prompts.npz").is_file():
         with np.load(path / "prompts.npz") as z:
             prompts = (z["frames"], z["actions"])
-    reward = None
+    reward = rate = None
     if isinstance(meta.get("reward"), dict) and (path / "reward").is_dir():
-        rew_cfg = part_from_dict(RewardConfig, meta["reward"]["config"], "reward")
-        n_act = len(meta["action_names"])
-        rew = nnx.eval_shape(lambda: reward_model.RewardModel(rew_cfg, ae_cfg.latent_shape, n_act, rngs=nnx.Rngs(0)))
-        values = tuple(float(v) for v in meta["reward"]["class_values"])
+        model, values = _restore_outcome_part(path, meta, "reward", RewardConfig, reward_model.RewardModel, ae_cfg)
         refractory = tuple(int(v) for v in meta["reward"].get("refractory", (0, 0)))  # worlds before it: none
-        reward = reward_model.RewardHead(restore_into(rew, path / "reward"), values, refractory)  # type: ignore[arg-type]
-    rate = None
+        reward = reward_model.RewardHead(model, values, refractory)  # type: ignore[arg-type]
     if isinstance(meta.get("rate"), dict) and (path / "rate").is_dir():
-        rate_cfg = part_from_dict(RateConfig, meta["rate"]["config"], "rate")
-        n_act = len(meta["action_names"])
-        model = nnx.eval_shape(lambda: reward_model.RateModel(rate_cfg, ae_cfg.latent_shape, n_act, rngs=nnx.Rngs(0)))
-        values = tuple(float(v) for v in meta["rate"]["class_values"])
-        rate = reward_model.RateHead(restore_into(model, path / "rate"), values)  # type: ignore[arg-type]
+        model, values = _restore_outcome_part(path, meta, "rate", RateConfig, reward_model.RateModel, ae_cfg)
+        rate = reward_model.RateHead(model, values)  # type: ignore[arg-type]
     return WorldModel(
         ae,
         dyn,
