@@ -68,4 +68,6 @@ def test_rollout_bench_reports_every_stream_count():
     r = bench.bench_rollout("boxing", batches=(1, 2), frames=2)
     assert [row["streams"] for row in r["batches"]] == [1, 2]
     assert all(row["frames_per_s"] > 0 for row in r["batches"])
-    assert "2 streams" in bench.format_rollout(r)
+    # the environments too, with the reward model's points and (the Boxing world has a rate model) expected rewards
+    assert all(row["env_frames_per_s"] > 0 and row["env_rate_frames_per_s"] > 0 for row in r["batches"])
+    assert "2 streams" in bench.format_rollout(r) and "with expected rewards" in bench.format_rollout(r)

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from worldplay.agents import evaluate_agents
+from worldplay.agents import evaluate_agents, reading
 from worldplay.config import config_from_dict, config_to_dict
 from worldplay.data.format import open_dataset
 from worldplay.data.loader import split_episodes
@@ -53,7 +53,7 @@ def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_wo
     values = config_to_dict(toy_world_run["config"])
     values["name"] = "toy-rate"
     values["data"]["dataset"] = str(toy_world_run["recorded"])  # the episodes with their logged keys and rewards
-    values["rate"] = {"frames": 3, "lag": 1, "keys": 8, "horizon": 8, "width": 32}
+    values["rate"] = {"frames": 3, "lag": 1, "keys": 8, "horizon": 8, "width": 32, "sampling_steps": 2}
     values["train_rate"] = {
         "batch_size": 32, "steps": 300, "warmup": 20, "lr": 2e-3, "ema_decay": 0.99, "eval_every": 300,
         "eval_batches": 4, "checkpoint_every": 300, "runs_dir": str(tmp_path / "runs"),
@@ -82,11 +82,18 @@ def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_wo
     ratio = sum(expected) / sum(real)
     assert RATE_BAND[0] < ratio < RATE_BAND[1], (expected, real)
 
-    # scoring agents with it: returns are sums of expected rewards, so a policy scores more than 0 and less than
-    # one touch per step; the event score of the same world still works beside it
-    rate = evaluate_agents(world, ["random", "sticky"], starts=4, steps=12, batch=4, score="rate", progress=False)
+    # how eval-agents reads a world with a rate model: by its expected rewards, on rollouts sampled with the rate
+    # model's own steps, unless told otherwise
+    assert reading(result["world"]) == ("rate", 2)
+    assert reading(result["world"], None, 1) == ("rate", 1) and reading(result["world"], "events") == ("events", None)
+    assert reading(toy_world_run["world"]) == ("events", None)  # the same world before it had a rate model
+
+    # scoring agents with it (the default score of a world with a rate model): returns are sums of expected
+    # rewards, so a policy scores more than 0 and less than one touch per step; the event score of the same world
+    # still works beside it
+    rate = evaluate_agents(world, ["random", "sticky"], starts=4, steps=12, batch=4, progress=False)
     assert rate["score"] == "rate" and all(0.0 < r < 12.0 for r in rate["world_return"]), rate
-    events = evaluate_agents(world, ["random"], starts=4, steps=12, batch=4, progress=False)
+    events = evaluate_agents(world, ["random"], starts=4, steps=12, batch=4, score="events", progress=False)
     assert events["score"] == "events"
 
     # rollouts of a world with a rate model record each episode's expected return beside its return

@@ -57,6 +57,7 @@ def test_eval_agents_plays_toy_agents_in_the_shipped_toy_world_and_in_the_game(t
     assert code == 0
     r = json.loads((out / "metrics.json").read_text())
     assert r["policies"] == RANKED and (out / "metrics.md").is_file() and (out / "returns.png").is_file()
+    assert r["score"] == "events"  # a world without a rate model is scored by its reward model's points
     real, world = np.array(r["real_return"]), np.array(r["world_return"])
     assert real[0] < real[1] < real[2], r  # the game: noop < sticky < pusher
     assert world[0] == 0.0, r  # the world invents no push for the agent that never moves

@@ -26,6 +26,11 @@ def test_a_shipped_world_opens_by_name_from_any_folder(tmp_path, monkeypatch):
     assert resolve_world(None) == default_world()
     box = json.loads((default_world("boxing") / "world.json").read_text())  # its rate model, for --score rate
     assert box["rate"]["config"]["keys"] == 24 and (default_world("boxing") / "rate").is_dir()
+    from worldplay.agents import reading
+
+    # eval-agents reads both Boxing worlds by their rate models on 8-step rollouts, as they were chosen and measured
+    assert reading(default_world("boxing")) == reading(default_world("boxing-cpu")) == ("rate", 8)
+    assert reading(default_world("toy-push")) == ("events", None)
     (tmp_path / "boxing").mkdir()
     assert resolve_world("boxing").resolve() == (tmp_path / "boxing").resolve()  # a folder of that name wins
 

@@ -14,6 +14,10 @@ A policy sees the frames of where it plays (the world's frames in the world). An
 the sum of its rewards until it ends (the game's end, or the world's predicted end) or T frames.
 Across policies: Pearson r and Spearman rho of the mean returns, MMRV (mean maximum rank violation,
 returns normalised by the real range; SIMPLER, Li et al. 2024) and each policy's return error.
+
+A world with a rate model is scored by its expected rewards by default (``score="rate"``), read from rollouts
+sampled with the rate model's own denoising steps (``rate.sampling_steps``, set where they were chosen; see
+:func:`reading`); other worlds by their reward model's predicted points (``score="events"``).
 """
 
 from __future__ import annotations
@@ -139,10 +143,10 @@ def play_world(
     score: str = "events",
     progress: bool = True,
 ) -> np.ndarray:
-    """Return [N] of ``policy`` in the world from start frames [N, P, H, W, 3] (and actions [N, P - 1]), ``batch``
-    starts at a time; the world's predicted rewards of its steps until its predicted end or ``steps`` frames. A
-    reward model with a lag L reports a step's reward L steps later, so each stream plays L steps more to report
-    the rewards of its last L steps (the rewards of those extra steps are not counted).
+    """Return [N] of ``policy`` in the world from start frames [N, P, H, W, 3] (and actions [N, P - 1]; None:
+    NOOP), ``batch`` starts at a time; the world's predicted rewards of its steps until its predicted end or
+    ``steps`` frames. A reward model with a lag L reports a step's reward L steps later, so each stream plays L
+    steps more to report the rewards of its last L steps (the rewards of those extra steps are not counted).
 
     ``score="rate"`` counts the rate model's expected reward of each step instead of the reported events
     (:meth:`WorldModel.expected_rewards`, over the prompt's and the generated frames' latents); episode ends
@@ -166,8 +170,8 @@ def play_world(
         counted = np.full(len(idx), steps + lag)  # rewards reported before this step are the episode's
         if rate:  # every frame's latents and the action taken on it, the prompt's first
             P = frames.shape[1]
-            null = len(world.action_names)  # no action recorded between the prompt frames
-            past = np.full((len(idx), P - 1), null) if prompt_actions is None else np.asarray(prompt_actions)
+            # no action recorded between the prompt frames: NOOP (index 0), as rollouts and the environments read it
+            past = np.zeros((len(idx), P - 1), np.int64) if prompt_actions is None else np.asarray(prompt_actions)
             latents = [np.asarray(world.encode(frames[idx].reshape(-1, *frames.shape[2:]))).reshape(len(idx), P, -1)]
             taken = [past]
         for t in range(steps + lag):
@@ -189,11 +193,29 @@ def play_world(
         if rate:
             z = np.concatenate(latents, axis=1).reshape(len(idx), -1, *world.latent_shape)
             a = np.concatenate([*taken, np.zeros((len(idx), 1), np.int64)], axis=1)[:, : z.shape[1]]
-            a = np.where(a >= null, a[:, P - 1 : P], a)  # no recorded action: read the policy's first key there
             last = np.where(counted < steps + lag, counted - lag, steps)  # the steps up to a predicted end
             returns[idx] += world.expected_returns(z, a, P, last)
     bar.close()
     return returns
+
+
+def reading(
+    path: str | os.PathLike[str], score: str | None = None, sampling_steps: int | None = None
+) -> tuple[str, int | None]:
+    """How ``eval-agents`` reads the world folder at ``path``: (score, denoising steps per frame to load it with).
+
+    ``score`` None: ``"rate"`` when the world carries a rate model, else ``"events"``. ``sampling_steps`` None with
+    the rate score: the rate model's own (``rate.sampling_steps`` in world.json) where it sets them, else None (the
+    world's own sampler). Given values are returned as they are."""
+    from worldplay.checkpoint import read_world_meta
+
+    meta = read_world_meta(path)
+    rate = meta.get("rate") if (Path(path) / "rate").is_dir() else None
+    if score is None:
+        score = "rate" if isinstance(rate, dict) else "events"
+    if sampling_steps is None and score == "rate" and isinstance(rate, dict):
+        sampling_steps = int(rate.get("config", {}).get("sampling_steps", 0)) or None
+    return score, sampling_steps
 
 
 def evaluate_agents(
@@ -207,11 +229,15 @@ def evaluate_agents(
     batch: int = 16,
     seed: int = 0,
     guidance: float | None = None,
-    score: str = "events",
+    score: str | None = None,
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Returns of every policy in the world (and the real game with ``env``), and how well the world ranks them.
+
+    ``score``: ``"events"`` (the reward model's predicted points), ``"rate"`` (the rate model's expected rewards)
+    or None: rate when the world has a rate model, else events. The world plays with the sampler it was loaded
+    with (:func:`reading` gives the one the rate model was chosen with).
 
     Writes ``out/metrics.json``, ``out/metrics.md`` and, with ``env``, ``out/returns.png`` (see the module
     docstring); returns the metrics.
@@ -220,6 +246,8 @@ def evaluate_agents(
         raise WorldplayError("eval-agents: give at least one policy (--policies random,sticky,...)")
     if starts < 1 or steps < 1 or prompt < 1:
         raise WorldplayError(f"eval-agents: --starts, --steps and prompt frames must be >= 1 ({starts}, {steps})")
+    if score is None:
+        score = "rate" if world.has_rate else "events"
     if score not in ("events", "rate"):
         raise WorldplayError(f"eval-agents: --score must be events or rate, got {score!r}")
     if score == "rate" and not world.has_rate:
@@ -299,7 +327,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# Agents in world `{r['world_name']}`" + (f" and in `{r['env']}`" if real else ""),
         "",
-        f"{r['starts']} starts x {r['steps']} frames per policy (seed {r['seed']}); mean return with its 95% interval.",
+        f"{r['starts']} starts x {r['steps']} frames per policy (seed {r['seed']}); mean return with its 95% interval; "
+        + _score_words(r),
         "",
         "| policy | world return | " + ("real return | error (of the real range) |" if real else ""),
         "|---|---:|" + ("---:|---:|" if real else ""),
@@ -317,6 +346,13 @@ def markdown(r: dict[str, Any]) -> str:
         ]
     lines += ["", f"{r['seconds']:.0f} s in all."]
     return "\n".join(lines) + "\n"
+
+
+def _score_words(r: dict[str, Any]) -> str:
+    """How the world's returns were read, in words (results from before the keys existed: the reward model's)."""
+    what = "the rate model's expected rewards" if r.get("score") == "rate" else "the reward model's predicted points"
+    steps = r.get("sampling_steps")
+    return f"world returns from {what}" + (f", {steps} denoising steps per frame." if steps else ".")
 
 
 def plot_returns(r: dict[str, Any], path: Path) -> None:

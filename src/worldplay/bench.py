@@ -303,31 +303,51 @@ def bench_rollout(
     context_noise: float | None = None,
 ) -> dict[str, Any]:
     """Frames per second a world generates for B streams stepped together (``world.step`` on [B] actions, as
-    ``worldplay rollout`` and ``WorldModelVectorEnv`` do), for each B in ``batches``.
+    ``worldplay rollout`` does), for each B in ``batches``; and the same through the Gymnasium vector
+    environment with its rewards: ``env_frames_per_s`` (the reward model's points, the default) and, for a world
+    with a rate model, ``env_rate_frames_per_s`` (``reward="rate"``: one rate-model call per step besides).
 
     Each B starts from held-out prompts, takes 5 untimed steps (compiling), then ``frames`` timed steps with
-    uniformly random actions; frames/s counts every stream's frames. Policies are left out.
+    uniformly random actions; frames/s counts every stream's frames. Policies are left out; the environments
+    run without an episode limit, so no stream restarts unless the world predicts an end.
     """
     from worldplay.checkpoint import resolve_world
+    from worldplay.env import WorldModelVectorEnv
     from worldplay.world import load_world
 
     path = resolve_world(world_path)
     world = load_world(path, sampling_steps=sampling_steps, context_noise=context_noise)
     rng = np.random.default_rng(0)
     n_act = len(world.action_names)
+
+    def timed(step: Any, B: int) -> float:
+        for _ in range(5):
+            step(rng.integers(n_act, size=B))
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            step(rng.integers(n_act, size=B))
+        return (time.perf_counter() - t0) / frames
+
     rows = []
     for B in batches:
         if world.prompts is None:
             state = world.start(np.zeros((B, 4, *world.frame_shape), np.uint8))
         else:
             state = world.start(*world.held_out_prompt(np.arange(B) % len(world.prompts[0])))
-        for _ in range(5):
-            state, _ = world.step(state, rng.integers(n_act, size=B))
-        t0 = time.perf_counter()
-        for _ in range(frames):
-            state, _ = world.step(state, rng.integers(n_act, size=B))
-        dt = time.perf_counter() - t0
-        rows.append({"streams": B, "frames_per_s": B * frames / dt, "ms_per_step": 1000 * dt / frames})
+
+        def world_step(actions: np.ndarray) -> None:
+            nonlocal state
+            state, _ = world.step(state, actions)
+
+        dt = timed(world_step, B)
+        row = {"streams": B, "frames_per_s": B / dt, "ms_per_step": 1000 * dt}
+        for key, reward in [("env_frames_per_s", "events"), ("env_rate_frames_per_s", "rate")]:
+            if reward == "rate" and not world.has_rate:
+                continue
+            envs = WorldModelVectorEnv(world, B, reward=reward)
+            envs.reset(seed=0)
+            row[key] = B / timed(envs.step, B)
+        rows.append(row)
     return {
         "benchmark": "rollout",
         **machine(),
@@ -341,8 +361,11 @@ def bench_rollout(
 def format_rollout(r: dict[str, Any]) -> str:
     lines = [f"machine: {r['cpu']} ({r['cores']} cores), device {r['device']}; world {r['world']}"]
     for row in r["batches"]:
+        env = f"; environment {row['env_frames_per_s']:.1f}" if "env_frames_per_s" in row else ""
+        env += f", with expected rewards {row['env_rate_frames_per_s']:.1f}" if "env_rate_frames_per_s" in row else ""
         lines.append(
             f"  {row['streams']:>3} streams: {row['frames_per_s']:7.1f} frames/s ({row['ms_per_step']:.1f} ms a step)"
+            + env
         )
     return "\n".join(lines)
 

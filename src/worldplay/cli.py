@@ -329,9 +329,9 @@ def _load_world(args: argparse.Namespace):
     )
 
 
-def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
+def _add_sampler_args(parser: argparse.ArgumentParser, steps_default: str = "the world's own") -> None:
     parser.add_argument(
-        "--sampling-steps", type=_positive, default=None, help="denoising steps per frame (default: the world's own)"
+        "--sampling-steps", type=_positive, default=None, help=f"denoising steps per frame (default: {steps_default})"
     )
     parser.add_argument(
         "--context-noise", type=float, default=None,
@@ -362,13 +362,17 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_agents(args: argparse.Namespace) -> int:
-    from worldplay.agents import evaluate_agents, markdown
+    from worldplay.agents import evaluate_agents, markdown, reading
+    from worldplay.checkpoint import resolve_world
+    from worldplay.world import load_world
 
-    world = _load_world(args)
+    path = resolve_world(args.checkpoint)
+    score, sampling_steps = reading(path, args.score, args.sampling_steps)
+    world = load_world(path, sampling_steps=sampling_steps, context_noise=args.context_noise)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     result = evaluate_agents(
         world, policies, env=args.env, starts=args.starts, steps=args.steps, batch=args.batch, seed=args.seed,
-        guidance=args.guidance, score=args.score, out=args.out, progress=not args.quiet,
+        guidance=args.guidance, score=score, out=args.out, progress=not args.quiet,
     )  # fmt: skip
     print(markdown(result))
     plot = ", returns.png" if args.env else ""
@@ -579,11 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("--batch", type=_positive, default=16, help="world streams stepped at once (16)")
     ea.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's own)")
     ea.add_argument(
-        "--score", choices=["events", "rate"], default="events",
-        help="events: the reward model's predicted points (default); rate: the rate model's expected reward of "
-        "each step (worldplay train rate; docs/agents.md)",
+        "--score", choices=["events", "rate"], default=None,
+        help="rate: the rate model's expected reward of each step (worldplay train rate; docs/agents.md), the "
+        "default for a world that has one; events: the reward model's predicted points, the default otherwise",
     )  # fmt: skip
-    _add_sampler_args(ea)
+    _add_sampler_args(ea, "with --score rate the rate model's own, rate.sampling_steps, else the world's own")
     ea.add_argument("--seed", type=int, default=0)
     ea.add_argument("--out", required=True, help="folder for metrics.json, metrics.md and returns.png")
     ea.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -173,6 +173,9 @@ class RateConfig:
     horizon: int = 16  # it learns the share of negative / none / positive rewards over this many steps from the step
     width: int = 64  # channels of its first convolution (the second has twice as many)
     augment_noise: float = 0.3  # training: latents noised at a level drawn in [0, this], as generated frames are
+    # denoising steps per frame of the world's rollouts that `eval-agents` scores with this model (0: the world's own);
+    # set where they were chosen, on validation starts, for the reading that ranks agents
+    sampling_steps: int = 0
     # more datasets of the same game to train on (for example broader play than the world's own dataset)
     extra_datasets: tuple[str, ...] = ()
 
@@ -182,6 +185,7 @@ class RateConfig:
         for key in ("keys", "horizon", "width"):
             _require(getattr(self, key) >= 1, f"rate.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(0.0 <= self.augment_noise < 1.0, "rate.augment_noise", "must be in [0, 1)")
+        _require(self.sampling_steps >= 0, "rate.sampling_steps", f"must be >= 0, got {self.sampling_steps}")
 
     @property
     def history(self) -> int:
