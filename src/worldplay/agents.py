@@ -208,13 +208,14 @@ def reading(
     the rate score: the rate model's own (``rate.sampling_steps`` in world.json) where it sets them, else None (the
     world's own sampler). Given values are returned as they are."""
     from worldplay.checkpoint import read_world_meta
+    from worldplay.world import has_part
 
     meta = read_world_meta(path)
-    rate = meta.get("rate") if (Path(path) / "rate").is_dir() else None
+    has_rate = has_part(path, meta, "rate")
     if score is None:
-        score = "rate" if isinstance(rate, dict) else "events"
-    if sampling_steps is None and score == "rate" and isinstance(rate, dict):
-        sampling_steps = int(rate.get("config", {}).get("sampling_steps", 0)) or None
+        score = "rate" if has_rate else "events"
+    if sampling_steps is None and score == "rate" and has_rate:
+        sampling_steps = int(meta["rate"].get("config", {}).get("sampling_steps", 0)) or None
     return score, sampling_steps
 
 

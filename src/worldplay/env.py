@@ -148,8 +148,8 @@ class ExpectedRewards:
         appended to the histories."""
         self.a[:, -1] = actions
         expected = self.world.expected_rewards_last(self.z, self.a)
-        self.z = np.concatenate([self.z[:, 1:], np.asarray(latents, np.float32)[:, None]], axis=1)
-        self.a = np.concatenate([self.a[:, 1:], np.zeros((len(self.a), 1), np.int64)], axis=1)
+        self.z[:, :-1], self.z[:, -1] = self.z[:, 1:], np.asarray(latents, np.float32)  # shifted in place
+        self.a[:, :-1], self.a[:, -1] = self.a[:, 1:], 0
         return expected.astype(np.float64)
 
 

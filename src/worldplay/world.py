@@ -283,7 +283,7 @@ class WorldModel:
         of their frames [N, T, h, w, C] and the action taken on each frame [N, T] (``actions[:, j]`` turns frame j
         into frame j + 1; the last one may be a placeholder). Before a stream's first frame, the model reads that
         frame and its action repeated."""
-        z, a, frames, keys = self._rate_inputs(z_NThwC, actions_NT, "expected_rewards")
+        z, a, frames, keys = self._rate_inputs(z_NThwC, actions_NT, "expected_rewards", first_steps=True)
         N, T = a.shape[0], a.shape[1] - self.rate.config.history
         rows = np.stack(np.meshgrid(np.arange(N), np.arange(T), indexing="ij"), -1).reshape(-1, 2)
         out = np.zeros(N * T, np.float32)
@@ -301,14 +301,15 @@ class WorldModel:
         """``expected_rewards(z, actions)[:, -1]``, the expected reward of each stream's last step [N], computed for
         that step alone: what an environment needs at every step (``T`` = ``rate.config.history + 1`` frames of
         history are all the model reads)."""
-        z, a, frames, keys = self._rate_inputs(z_NThwC, actions_NT, "expected_rewards_last")
+        z, a, frames, keys = self._rate_inputs(z_NThwC, actions_NT, "expected_rewards_last", first_steps=False)
         j = a.shape[1] - 1
         e = self._rate_fn(self._rate[0], self._rate[1], jnp.asarray(z[:, j + frames]), jnp.asarray(a[:, j + keys]))
         return np.asarray(e, np.float32)
 
-    def _rate_inputs(self, z_NThwC: Any, actions_NT: Any, what: str) -> tuple[np.ndarray, ...]:
-        """Checked latents and actions, each stream's first frame and action repeated ``history`` times before
-        it, and the offsets of the frames and keys the model reads relative to a step's frame."""
+    def _rate_inputs(self, z_NThwC: Any, actions_NT: Any, what: str, first_steps: bool) -> tuple[np.ndarray, ...]:
+        """Checked latents and actions, each stream's first frame and action repeated before it, and the offsets
+        of the frames and keys the model reads relative to a step's frame. Repeated ``history`` times when every
+        step is read (``first_steps``); else only as often as the last step's reading needs."""
         if self.rate is None:
             raise WorldplayError(
                 "this world has no rate model; add one: worldplay train rate --config C --world FOLDER"
@@ -317,7 +318,7 @@ class WorldModel:
         z, a = np.asarray(z_NThwC, np.float32), np.clip(np.asarray(actions_NT, np.int32), 0, len(self.action_names) - 1)
         if z.ndim != 5 or a.shape != z.shape[:2]:
             raise WorldplayError(f"{what}: latents [N, T, h, w, C] and actions [N, T], got {z.shape} and {a.shape}")
-        H = rc.history
+        H = rc.history if first_steps else max(0, rc.history + 1 - z.shape[1])
         z = np.concatenate([np.repeat(z[:, :1], H, axis=1), z], axis=1)
         a = np.concatenate([np.repeat(a[:, :1], H, axis=1), a], axis=1)
         frames = np.arange(-rc.lag - rc.frames + 1, -rc.lag + 1)  # relative to the step's frame
@@ -557,6 +558,12 @@ class WorldModel:
         )
 
 
+def has_part(path: str | Path, meta: dict[str, Any], key: str) -> bool:
+    """Whether the world folder at ``path`` (its world.json read into ``meta``) carries the optional part ``key``
+    (``reward``, ``rate``): described in world.json, with its folder beside it."""
+    return isinstance(meta.get(key), dict) and (Path(path) / key).is_dir()
+
+
 def _restore_outcome_part(
     path: Path, meta: dict[str, Any], key: str, config_cls: type, model_cls: type, ae_cfg: AutoencoderConfig
 ) -> tuple[nnx.Module, tuple[float, ...]]:
@@ -591,11 +598,11 @@ def load_world(
         with np.load(path / "prompts.npz") as z:
             prompts = (z["frames"], z["actions"])
     reward = rate = None
-    if isinstance(meta.get("reward"), dict) and (path / "reward").is_dir():
+    if has_part(path, meta, "reward"):
         model, values = _restore_outcome_part(path, meta, "reward", RewardConfig, reward_model.RewardModel, ae_cfg)
         refractory = tuple(int(v) for v in meta["reward"].get("refractory", (0, 0)))  # worlds before it: none
         reward = reward_model.RewardHead(model, values, refractory)  # type: ignore[arg-type]
-    if isinstance(meta.get("rate"), dict) and (path / "rate").is_dir():
+    if has_part(path, meta, "rate"):
         model, values = _restore_outcome_part(path, meta, "rate", RateConfig, reward_model.RateModel, ae_cfg)
         rate = reward_model.RateHead(model, values)  # type: ignore[arg-type]
     return WorldModel(
