@@ -53,7 +53,7 @@ def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_wo
     values = config_to_dict(toy_world_run["config"])
     values["name"] = "toy-rate"
     values["data"]["dataset"] = str(toy_world_run["recorded"])  # the episodes with their logged keys and rewards
-    values["rate"] = {"frames": 3, "lag": 1, "keys": 8, "horizon": 8, "width": 32, "sampling_steps": 2}
+    values["rate"] = {"frames": 3, "lag": 1, "keys": 8, "horizon": 8, "width": 32, "sampling_steps": 2, "guidance": 2.0}
     values["train_rate"] = {
         "batch_size": 32, "steps": 300, "warmup": 20, "lr": 2e-3, "ema_decay": 0.99, "eval_every": 300,
         "eval_batches": 4, "checkpoint_every": 300, "runs_dir": str(tmp_path / "runs"),
@@ -83,18 +83,29 @@ def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_wo
     assert RATE_BAND[0] < ratio < RATE_BAND[1], (expected, real)
 
     # how eval-agents reads a world with a rate model: by its expected rewards, on rollouts sampled with the rate
-    # model's own steps, unless told otherwise
-    assert reading(result["world"]) == ("rate", 2)
-    assert reading(result["world"], None, 1) == ("rate", 1) and reading(result["world"], "events") == ("events", None)
-    assert reading(toy_world_run["world"]) == ("events", None)  # the same world before it had a rate model
+    # model's own steps and guidance, unless told otherwise
+    assert reading(result["world"]) == ("rate", 2, 2.0)
+    assert reading(result["world"], None, 1) == ("rate", 1, 2.0)
+    assert reading(result["world"], None, None, 1.5) == ("rate", 2, 1.5)
+    assert reading(result["world"], "events") == ("events", None, None)
+    assert reading(toy_world_run["world"]) == ("events", None, None)  # the same world before it had a rate model
 
     # scoring agents with it (the default score of a world with a rate model): returns are sums of expected
     # rewards, so a policy scores more than 0 and less than one touch per step; the event score of the same world
     # still works beside it
     rate = evaluate_agents(world, ["random", "sticky"], starts=4, steps=12, batch=4, progress=False)
     assert rate["score"] == "rate" and all(0.0 < r < 12.0 for r in rate["world_return"]), rate
+    assert rate["guidance"] == world.config.guidance  # this world was loaded with its own sampler
     events = evaluate_agents(world, ["random"], starts=4, steps=12, batch=4, score="events", progress=False)
     assert events["score"] == "events"
+    # the command plays the rollouts it scores with the rate model's own sampler, and says so
+    from worldplay.cli import main
+
+    assert main(["eval-agents", str(world_dir), "--policies", "random", "--starts", "2", "--steps", "6",
+                 "--batch", "2", "--out", str(tmp_path / "ea"), "--quiet"]) == 0  # fmt: skip
+    ea = json.loads((tmp_path / "ea" / "metrics.json").read_text())
+    assert (ea["score"], ea["sampling_steps"], ea["guidance"]) == ("rate", 2, 2.0), ea
+    assert "2 denoising steps per frame, guidance 2" in (tmp_path / "ea" / "metrics.md").read_text()
 
     # rollouts of a world with a rate model record each episode's expected return beside its return
     summary = record_rollouts(world, "random", tmp_path / "rollouts", episodes=2, steps=6, batch=2, progress=False)

@@ -16,8 +16,9 @@ Across policies: Pearson r and Spearman rho of the mean returns, MMRV (mean maxi
 returns normalised by the real range; SIMPLER, Li et al. 2024) and each policy's return error.
 
 A world with a rate model is scored by its expected rewards by default (``score="rate"``), read from rollouts
-sampled with the rate model's own denoising steps (``rate.sampling_steps``, set where they were chosen; see
-:func:`reading`); other worlds by their reward model's predicted points (``score="events"``).
+sampled with the rate model's own denoising steps and guidance (``rate.sampling_steps``, ``rate.guidance``, set
+where they were chosen; see :func:`reading`); other worlds by their reward model's predicted points
+(``score="events"``).
 """
 
 from __future__ import annotations
@@ -200,13 +201,17 @@ def play_world(
 
 
 def reading(
-    path: str | os.PathLike[str], score: str | None = None, sampling_steps: int | None = None
-) -> tuple[str, int | None]:
-    """How ``eval-agents`` reads the world folder at ``path``: (score, denoising steps per frame to load it with).
+    path: str | os.PathLike[str],
+    score: str | None = None,
+    sampling_steps: int | None = None,
+    guidance: float | None = None,
+) -> tuple[str, int | None, float | None]:
+    """How ``eval-agents`` reads the world folder at ``path``: (score, denoising steps per frame to load it with,
+    guidance scale to play it with).
 
-    ``score`` None: ``"rate"`` when the world carries a rate model, else ``"events"``. ``sampling_steps`` None with
-    the rate score: the rate model's own (``rate.sampling_steps`` in world.json) where it sets them, else None (the
-    world's own sampler). Given values are returned as they are."""
+    ``score`` None: ``"rate"`` when the world carries a rate model, else ``"events"``. ``sampling_steps`` and
+    ``guidance`` None with the rate score: the rate model's own (``rate.sampling_steps`` and ``rate.guidance`` in
+    world.json) where it sets them, else None (the world's own sampler). Given values are returned as they are."""
     from worldplay.checkpoint import read_world_meta
     from worldplay.world import has_part
 
@@ -214,9 +219,13 @@ def reading(
     has_rate = has_part(path, meta, "rate")
     if score is None:
         score = "rate" if has_rate else "events"
-    if sampling_steps is None and score == "rate" and has_rate:
-        sampling_steps = int(meta["rate"].get("config", {}).get("sampling_steps", 0)) or None
-    return score, sampling_steps
+    if score == "rate" and has_rate:
+        own = meta["rate"].get("config", {})
+        if sampling_steps is None:
+            sampling_steps = int(own.get("sampling_steps", 0)) or None
+        if guidance is None:
+            guidance = float(own.get("guidance", 0.0)) or None
+    return score, sampling_steps, guidance
 
 
 def evaluate_agents(
@@ -294,6 +303,7 @@ def evaluate_agents(
         "seed": seed,
         "score": score,
         "sampling_steps": world.config.sampling_steps,
+        "guidance": world.config.guidance if guidance is None else float(guidance),
         "policies": list(policies),
         "world_return": [rows[p]["world"][0] for p in policies],
         "world_ci95": [rows[p]["world"][1] for p in policies],
@@ -352,8 +362,11 @@ def markdown(r: dict[str, Any]) -> str:
 def _score_words(r: dict[str, Any]) -> str:
     """How the world's returns were read, in words (results from before the keys existed: the reward model's)."""
     what = "the rate model's expected rewards" if r.get("score") == "rate" else "the reward model's predicted points"
-    steps = r.get("sampling_steps")
-    return f"world returns from {what}" + (f", {steps} denoising steps per frame." if steps else ".")
+    steps, guidance = r.get("sampling_steps"), r.get("guidance")
+    sampler = (f", {steps} denoising steps per frame" if steps else "") + (
+        f", guidance {guidance:g}" if guidance is not None else ""
+    )
+    return f"world returns from {what}{sampler}."
 
 
 def plot_returns(r: dict[str, Any], path: Path) -> None:

@@ -367,12 +367,12 @@ def cmd_eval_agents(args: argparse.Namespace) -> int:
     from worldplay.world import load_world
 
     path = resolve_world(args.checkpoint)
-    score, sampling_steps = reading(path, args.score, args.sampling_steps)
+    score, sampling_steps, guidance = reading(path, args.score, args.sampling_steps, args.guidance)
     world = load_world(path, sampling_steps=sampling_steps, context_noise=args.context_noise)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     result = evaluate_agents(
         world, policies, env=args.env, starts=args.starts, steps=args.steps, batch=args.batch, seed=args.seed,
-        guidance=args.guidance, score=score, out=args.out, progress=not args.quiet,
+        guidance=guidance, score=score, out=args.out, progress=not args.quiet,
     )  # fmt: skip
     print(markdown(result))
     plot = ", returns.png" if args.env else ""
@@ -581,7 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("--starts", type=_positive, default=16, help="start states per policy (16)")
     ea.add_argument("--steps", type=_positive, default=300, help="frames per episode (300: 20 s at 15 fps)")
     ea.add_argument("--batch", type=_positive, default=16, help="world streams stepped at once (16)")
-    ea.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's own)")
+    ea.add_argument(
+        "--guidance", type=float, default=None,
+        help="guidance scale (default: with --score rate the rate model's own, rate.guidance, else the world's own)",
+    )  # fmt: skip
     ea.add_argument(
         "--score", choices=["events", "rate"], default=None,
         help="rate: the rate model's expected reward of each step (worldplay train rate; docs/agents.md), the "

@@ -176,6 +176,7 @@ class RateConfig:
     # denoising steps per frame of the world's rollouts that `eval-agents` scores with this model (0: the world's own);
     # set where they were chosen, on validation starts, for the reading that ranks agents
     sampling_steps: int = 0
+    guidance: float = 0.0  # the guidance scale of those rollouts (0: the world's own), chosen the same way
     # more datasets of the same game to train on (for example broader play than the world's own dataset)
     extra_datasets: tuple[str, ...] = ()
 
@@ -186,6 +187,7 @@ class RateConfig:
             _require(getattr(self, key) >= 1, f"rate.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(0.0 <= self.augment_noise < 1.0, "rate.augment_noise", "must be in [0, 1)")
         _require(self.sampling_steps >= 0, "rate.sampling_steps", f"must be >= 0, got {self.sampling_steps}")
+        _require(self.guidance >= 0.0, "rate.guidance", f"must be >= 0 (0: the world's own), got {self.guidance}")
 
     @property
     def history(self) -> int:
