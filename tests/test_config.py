@@ -51,6 +51,7 @@ def test_overrides_and_frozen():
         ),
         ("train_autoencoder.early_window=4", r"train_autoencoder\.early_window: only the dynamics stage"),
         ("reward.lag=3", r"reward\.lag: must be in \[0, reward\.frames - 2\] = \[0, 2\].*got 3"),
+        ("rate.guidance=-1", r"rate\.guidance: must be >= 0 \(0: the world's own\), got -1"),
     ],
 )
 def test_bad_values_are_named(override, message):

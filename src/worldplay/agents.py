@@ -247,7 +247,8 @@ def evaluate_agents(
 
     ``score``: ``"events"`` (the reward model's predicted points), ``"rate"`` (the rate model's expected rewards)
     or None: rate when the world has a rate model, else events. The world plays with the sampler it was loaded
-    with (:func:`reading` gives the one the rate model was chosen with).
+    with, at ``guidance`` (None: the world's own); :func:`reading` gives the steps and guidance the rate model was
+    chosen with.
 
     Writes ``out/metrics.json``, ``out/metrics.md`` and, with ``env``, ``out/returns.png`` (see the module
     docstring); returns the metrics.
