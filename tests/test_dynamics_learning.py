@@ -73,3 +73,47 @@ def test_rollouts_follow_the_actions_and_beat_repeating_the_last_frame(toy_world
     assert world[HORIZON - 1] - shuffled[HORIZON - 1] > MIN_ACTION_GAIN_DB, summary
     assert world[HORIZON - 1] > repeat[HORIZON - 1], summary
     assert np.isfinite(p["world"]).all()
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_world_starts_from_its_weights_and_autoencoder(toy_world_run, tmp_path):
+    """`worldplay train dynamics --world W`: the run starts from W's dynamics (after two steps at a tiny learning
+    rate its held-out loss is W's own, not a fresh model's), on W's autoencoder and latent statistics, and the
+    world it writes says where it started and keeps W's reward model; a config that does not describe W's model
+    is refused by key."""
+    import dataclasses
+    import json
+
+    from worldplay.errors import WorldplayError
+    from worldplay.train.dynamics import train_dynamics
+
+    base, source = toy_world_run["config"], toy_world_run["world"]
+    tc = dataclasses.replace(
+        base.train_dynamics, steps=2, warmup=1, lr=1e-7, eval_every=2, checkpoint_every=2,
+        runs_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    cfg = dataclasses.replace(base, name="tuned", train_dynamics=tc)
+    result = train_dynamics(cfg, world=source, progress=False)  # no autoencoder of its own in tmp_path/runs
+    src, out = load_world(source), load_world(result["world"])
+    # the source's last in-training evaluation: the same held-out windows at the same fixed noise levels
+    assert result["eval_loss"] == pytest.approx(src.meta["eval"]["eval_loss"], rel=0.02)
+    moved = jax.tree.map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))),
+        nnx.state(out._dyn, nnx.Param),
+        nnx.state(src._dyn, nnx.Param),
+    )
+    assert max(jax.tree.leaves(moved)) < 1e-4
+    assert out.meta["latent_mean"] == src.meta["latent_mean"] and out.meta["latent_std"] == src.meta["latent_std"]
+    assert out.meta["fine_tuned_from"]["steps"] == src.meta["steps"]
+    assert out.meta["fine_tuned_from"]["path"] == str(source)
+    assert out.meta["steps"]["dynamics"] == 2
+    assert src.has_reward and out.has_reward and out.meta["reward"] == src.meta["reward"]  # carried over
+    frames = np.asarray(src.decode(src.encode(np.zeros((1, *src.frame_shape), np.uint8))))
+    assert np.array_equal(np.asarray(out.decode(out.encode(np.zeros((1, *out.frame_shape), np.uint8)))), frames)
+    assert json.loads((source / "world.json").read_text())["steps"] == src.meta["steps"]  # the source untouched
+
+    wider = dataclasses.replace(
+        cfg, name="wider", dynamics=dataclasses.replace(cfg.dynamics, width=2 * cfg.dynamics.width)
+    )
+    with pytest.raises(WorldplayError, match=r"dynamics\.width .*--set dynamics\.width="):
+        train_dynamics(wider, world=source, progress=False)

@@ -131,19 +131,21 @@ def save_world(
     prompt_actions: np.ndarray,
     *,
     carry: tuple[str, ...] = ("reward", "rate", "idm"),
+    carry_from: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a world folder atomically (replacing an older one at ``path``).
 
-    The optional parts named in ``carry`` of the world being replaced are kept: the reward and rate models when
-    they were made for the same autoencoder (same latent statistics), the IDM (it reads frames) always; so
-    retraining the dynamics does not drop them.
+    The optional parts named in ``carry`` of the world being replaced (or of the world ``carry_from``) are kept:
+    the reward and rate models when they were made for the same autoencoder (same latent statistics), the IDM
+    (it reads frames) always; so retraining or fine-tuning the dynamics does not drop them.
     """
     target = Path(path)
+    source = target if carry_from is None else Path(carry_from)
     with _staged(target) as tmp:
         save_params(autoencoder, tmp / "autoencoder")
         save_params(dynamics, tmp / "dynamics")
         np.savez(tmp / "prompts.npz", frames=np.asarray(prompt_frames, np.uint8), actions=np.asarray(prompt_actions))
-        meta = {**_carried_parts(target, tmp, carry, autoencoder_identity(meta)), **meta}
+        meta = {**_carried_parts(source, tmp, carry, autoencoder_identity(meta)), **meta}
         _write_world_json(tmp, meta)
     return target
 

@@ -239,9 +239,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         world = None if args.world is None else resolve_world(args.world)
         result = train_decoder(cfg, world=world, progress=not args.quiet)
     else:
+        from worldplay.checkpoint import resolve_world
         from worldplay.train.dynamics import train_dynamics
 
-        result = train_dynamics(cfg, progress=not args.quiet)
+        world = None if args.world is None else resolve_world(args.world)
+        result = train_dynamics(cfg, world=world, progress=not args.quiet)
     import jax
 
     if jax.process_index() == 0:
@@ -493,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--world", default=None,
         help="reward, rate: add the model to this world (folder or shipped name), trained on its autoencoder's "
         "latents, instead of the run's own world; decoder: fine-tune this world's decoder instead of the run's "
-        "own world's (the result goes to <runs>/<name>/decoder/world); idm: also add the IDM to this world",
+        "own world's (the result goes to <runs>/<name>/decoder/world); idm: also add the IDM to this world; "
+        "dynamics: fine-tune this world on the config's dataset (start from its dynamics, on its autoencoder)",
     )  # fmt: skip
     t.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="multi-process: process 0's address")
     t.add_argument("--num-processes", type=_positive, default=None, help="multi-process: processes in the run")

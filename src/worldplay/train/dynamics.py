@@ -12,10 +12,15 @@ itself from held-out prompts, with the recorded actions and with shuffled ones
 (PSNR against the autoencoder's reconstruction of the real frames), written as
 side-by-side videos. Every checkpoint also writes ``<run>/world``: a complete world
 folder that ``worldplay play`` opens.
+
+Fine-tuning (``worldplay train dynamics --world W``): the stage starts from the world
+W's dynamics weights instead, on W's autoencoder and latent statistics (the run needs
+no autoencoder of its own), and its world keeps W's reward and rate models.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -161,14 +166,22 @@ class DynamicsObjective:
 
     name = "dynamics"
 
-    def __init__(self, cfg: Config, num_actions: int = 18, background: np.ndarray | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        num_actions: int = 18,
+        background: np.ndarray | None = None,
+        init: Path | None = None,
+    ):
         self.cfg = cfg
         self.num_actions = num_actions
         # the latent of the game's empty screen [h, w, C], for ``dynamics.sprite_weight`` (zeros when not given)
         self.background = np.zeros(cfg.autoencoder.latent_shape, np.float32) if background is None else background
+        self.init = init  # a world folder whose dynamics weights training starts from (fine-tuning), or None
 
     def build(self, rngs: nnx.Rngs) -> Dynamics:
-        return Dynamics(self.cfg.dynamics, self.cfg.autoencoder.latent_shape, self.num_actions, rngs=rngs)
+        model = Dynamics(self.cfg.dynamics, self.cfg.autoencoder.latent_shape, self.num_actions, rngs=rngs)
+        return model if self.init is None else restore_into(model, self.init / "dynamics")
 
     def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(0)
@@ -215,8 +228,10 @@ class DynamicsStage(DynamicsObjective):
         ds: Dataset,
         prompts: dict[str, Any],
         background: np.ndarray | None = None,
+        init: dict[str, Any] | None = None,
     ):
-        super().__init__(cfg, len(ds.action_names), background)
+        super().__init__(cfg, len(ds.action_names), background, None if init is None else Path(init["path"]))
+        self.init_meta = init  # the world fine-tuned from: its folder, name and steps (recorded in the export)
         self.ae = ae
         self.ae_meta = ae_meta
         self.ds = ds
@@ -286,7 +301,20 @@ class DynamicsStage(DynamicsObjective):
             "steps": {"autoencoder": self.ae_meta["step"], "dynamics": step},
             "eval": self.last_eval,
         }
-        save_world(run_root / "world", meta, self.ae, model, self.prompts["frames"], self.prompts["actions"])
+        if self.init_meta is not None:  # the steps above count from the world it started from
+            meta["fine_tuned_from"] = self.init_meta
+        world = run_root / "world"
+        # a fine-tuned world's first export takes the reward and rate models of the world it started from
+        first = self.init is not None and not (world / "world.json").is_file()
+        save_world(
+            world,
+            meta,
+            self.ae,
+            model,
+            self.prompts["frames"],
+            self.prompts["actions"],
+            carry_from=self.init if first else None,
+        )
         if getattr(self, "_samples", None) is not None:
             path = run_root / "samples" / f"rollout-{step:07d}.mp4"
             try:
@@ -363,24 +391,73 @@ def held_out_prompts(ds: Dataset, episodes: list[int], count: int = 8, seed: int
     return {"frames": np.stack(frames), "actions": np.stack(actions).astype(np.int32)}
 
 
-def train_dynamics(cfg: Config, *, progress: bool = True, later_s: float | None = None) -> dict[str, Any]:
+ARCHITECTURE_KEYS = ("patch", "width", "depth", "heads", "mlp_ratio", "window")  # the dynamics keys of its weights
+
+
+def world_start(
+    cfg: Config, ds: Dataset, world: Path, *, progress: bool = True
+) -> tuple[Autoencoder, dict[str, Any], np.ndarray, dict[str, Any]]:
+    """What the dynamics stage needs to fine-tune the world folder ``world`` on ``cfg``'s dataset: its autoencoder,
+    that autoencoder's metadata as the stage reads it, the dataset's latents by it (cached beside the run), and the
+    record of the start that the exported world keeps. A world whose model the config does not describe, or whose
+    keys are not the dataset's, is refused, naming the setting to change."""
+    from worldplay.train.loop import run_dir
+    from worldplay.train.reward import latents_from_world
+
+    ae, meta = world_autoencoder(world)
+    wanted = {
+        **{f"autoencoder.{k}": v for k, v in meta["autoencoder"].items() if hasattr(cfg.autoencoder, k)},
+        **{f"dynamics.{k}": meta["dynamics"][k] for k in ARCHITECTURE_KEYS},
+    }
+    for key, value in wanted.items():
+        section, name = key.split(".")
+        ours = getattr(getattr(cfg, section), name)
+        if json.loads(json.dumps(ours)) != value:
+            raise WorldplayError(
+                f"{world}: its {key} is {json.dumps(value)}, the config says {json.dumps(ours)}; fine-tuning keeps "
+                f"the world's model: add --set {key}={json.dumps(value)}"
+            )
+    if list(meta["action_names"]) != list(ds.action_names):
+        raise WorldplayError(
+            f"{ds.path}: its actions {list(ds.action_names)} are not those of {world} ({meta['action_names']}); "
+            "fine-tune on a dataset of the same game and action set"
+        )
+    (latents,), _ = latents_from_world(world, [ds], run_dir(cfg, "dynamics"), progress)
+    ae_meta = {
+        "step": meta["steps"]["autoencoder"],
+        "latent_mean": meta["latent_mean"],
+        "latent_std": meta["latent_std"],
+    }
+    start = {"path": str(world), "name": meta.get("name"), "steps": meta["steps"], "dataset": meta.get("dataset")}
+    return ae, ae_meta, latents, start
+
+
+def train_dynamics(
+    cfg: Config, *, world: Path | None = None, progress: bool = True, later_s: float | None = None
+) -> dict[str, Any]:
     """Train (or resume) the dynamics model of ``cfg`` on latents of its run's autoencoder.
 
-    ``later_s``: projected seconds of the stages after this one (for the progress bar's ETA).
+    ``world``: fine-tune this world folder instead: start from its dynamics weights, on its autoencoder's latents
+    of the config's dataset (the run needs no autoencoder of its own). ``later_s``: projected seconds of the
+    stages after this one (for the progress bar's ETA).
     """
     from worldplay.data.loader import split_episodes
     from worldplay.train.loop import loaders, preflight, run_dir, train
 
     preflight(cfg, "dynamics")
     ds = open_dataset(cfg.data.dataset)
-    ae, ae_meta, latents = run_latents(cfg, ds, "dynamics", progress=progress)
+    start = None
+    if world is None:
+        ae, ae_meta, latents = run_latents(cfg, ds, "dynamics", progress=progress)
+    else:
+        ae, ae_meta, latents, start = world_start(cfg, ds, Path(world), progress=progress)
     root = run_dir(cfg, "dynamics")
     train_eps, held = split_episodes(ds, cfg.data.holdout, cfg.data.seed)
     train_iter, eval_batches = loaders(
         cfg, "dynamics", cfg.dynamics.window, eval_window=eval_window(cfg), dataset=ds, latents=latents
     )
     background = latent_background(latents, ds, train_eps) if cfg.dynamics.sprite_weight else None
-    stage = DynamicsStage(cfg, ae, ae_meta, ds, held_out_prompts(ds, held, seed=cfg.data.seed), background)
+    stage = DynamicsStage(cfg, ae, ae_meta, ds, held_out_prompts(ds, held, seed=cfg.data.seed), background, start)
     result = train(stage, cfg, train_iter, eval_batches, progress=progress, later_s=later_s)
     result["world"] = str(root / "world")
     return result
