@@ -79,8 +79,8 @@ def test_rollouts_follow_the_actions_and_beat_repeating_the_last_frame(toy_world
 def test_fine_tuning_a_world_starts_from_its_weights_and_autoencoder(toy_world_run, tmp_path):
     """`worldplay train dynamics --world W`: the run starts from W's dynamics (after two steps at a tiny learning
     rate its held-out loss is W's own, not a fresh model's), on W's autoencoder and latent statistics, and the
-    world it writes says where it started and keeps W's reward model; a config that does not describe W's model
-    is refused by key."""
+    world it writes says where it started and keeps W's reward model; the run resumes only with the same start; a
+    config that does not describe W's model is refused by key."""
     import dataclasses
     import json
 
@@ -111,6 +111,10 @@ def test_fine_tuning_a_world_starts_from_its_weights_and_autoencoder(toy_world_r
     frames = np.asarray(src.decode(src.encode(np.zeros((1, *src.frame_shape), np.uint8))))
     assert np.array_equal(np.asarray(out.decode(out.encode(np.zeros((1, *out.frame_shape), np.uint8)))), frames)
     assert json.loads((source / "world.json").read_text())["steps"] == src.meta["steps"]  # the source untouched
+
+    # its checkpoints resume only from the same start: without --world they would train on other latents
+    with pytest.raises(WorldplayError, match=r"fine-tuned from .* \(--world .*\); resume it that way"):
+        train_dynamics(cfg, progress=False)
 
     wider = dataclasses.replace(
         cfg, name="wider", dynamics=dataclasses.replace(cfg.dynamics, width=2 * cfg.dynamics.width)

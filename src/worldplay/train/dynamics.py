@@ -283,7 +283,12 @@ class DynamicsStage(DynamicsObjective):
         write_video(path, frames, fps=self.ds.fps, scale=4)  # streams stacked; real left, world right
 
     def extras(self, model: Dynamics) -> dict[str, Any]:
-        return {"autoencoder_step": self.ae_meta["step"], "action_names": list(self.ds.action_names)}
+        start = None if self.init_meta is None else self.init_meta["path"]
+        return {
+            "autoencoder_step": self.ae_meta["step"],
+            "action_names": list(self.ds.action_names),
+            "fine_tuned_from": start,
+        }
 
     def export(self, model: Dynamics, step: int, run_root: Path) -> None:
         """Write the world folder of this checkpoint, and a sample video."""
@@ -432,6 +437,23 @@ def world_start(
     return ae, ae_meta, latents, start
 
 
+def check_same_start(root: Path, world: Path | None) -> None:
+    """Refuse to resume the dynamics run at ``root`` from another start than its checkpoints had: a run fine-tuned
+    from a world resumes only with that ``--world``, and a run from scratch only without one (the checkpoints'
+    weights on other latents would train on silently)."""
+    try:
+        meta = read_stage_meta(stage_step_dir(root))
+    except WorldplayError:  # no checkpoint yet: any start
+        return
+    was, now = meta.get("fine_tuned_from"), None if world is None else str(world)
+    if was != now:
+        said = f"fine-tuned from {was} (--world {was})" if was else "trained from scratch (no --world)"
+        raise WorldplayError(
+            f"{root}: its checkpoints were {said}; resume it that way, or train under another `name` "
+            f"(--set name=...) to {'fine-tune ' + now if now else 'train from scratch'}"
+        )
+
+
 def train_dynamics(
     cfg: Config, *, world: Path | None = None, progress: bool = True, later_s: float | None = None
 ) -> dict[str, Any]:
@@ -445,6 +467,7 @@ def train_dynamics(
     from worldplay.train.loop import loaders, preflight, run_dir, train
 
     preflight(cfg, "dynamics")
+    check_same_start(run_dir(cfg, "dynamics"), world)
     ds = open_dataset(cfg.data.dataset)
     start = None
     if world is None:
