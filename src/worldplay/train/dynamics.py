@@ -406,8 +406,9 @@ def world_start(
     that autoencoder's metadata as the stage reads it, the dataset's latents by it (cached beside the run), and the
     record of the start that the exported world keeps. A world whose model the config does not describe, or whose
     keys are not the dataset's, is refused, naming the setting to change."""
+    from worldplay.checkpoint import autoencoder_identity
     from worldplay.train.loop import run_dir
-    from worldplay.train.reward import latents_from_world
+    from worldplay.train.reward import encode_cached
 
     ae, meta = world_autoencoder(world)
     wanted = {
@@ -427,12 +428,13 @@ def world_start(
             f"{ds.path}: its actions {list(ds.action_names)} are not those of {world} ({meta['action_names']}); "
             "fine-tune on a dataset of the same game and action set"
         )
-    (latents,), _ = latents_from_world(world, [ds], run_dir(cfg, "dynamics"), progress)
     ae_meta = {
         "step": meta["steps"]["autoencoder"],
         "latent_mean": meta["latent_mean"],
         "latent_std": meta["latent_std"],
     }
+    stats = np.stack([meta["latent_mean"], meta["latent_std"]]).astype(np.float32)
+    latents = encode_cached(ae, stats, ds, run_dir(cfg, "dynamics"), autoencoder_identity(meta), progress)
     start = {"path": str(world), "name": meta.get("name"), "steps": meta["steps"], "dataset": meta.get("dataset")}
     return ae, ae_meta, latents, start
 
