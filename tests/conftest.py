@@ -15,16 +15,30 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 # The tests compile hundreds of small XLA programs and run most of them once or twice: without LLVM's
-# optimisation they compile 3-4x faster (the maths is the same). Set before JAX starts. The one long computation,
-# training the toy world, runs in a subprocess with the caller's own flags (it trains 2x faster optimised).
+# optimisation they compile 3-4x faster (the maths is the same). Set before JAX starts. A test that plays a world
+# for hundreds of frames compiles the world's per-frame programs at level 2 all the same (`optimised_worlds`):
+# 2.6x faster per frame for 16 streams of a toy world, for about 2 s more compiling each (which is why not every
+# test does). The one long computation, training the toy world, runs in a subprocess with the caller's own
+# flags, or else at level 2.
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
 FAST_COMPILE = "--xla_backend_optimization_level=0"
+HOT_LEVEL = 2
 os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS or ''} {FAST_COMPILE}".strip()
 ROOT = Path(__file__).resolve().parent.parent
 
-from worldplay.data.record import record  # noqa: E402  (after XLA_FLAGS)
+from worldplay.compiled import hot_options  # noqa: E402  (after XLA_FLAGS)
+from worldplay.data.record import record  # noqa: E402
 from worldplay.data.sources import ToyGame  # noqa: E402
 from worldplay.policies import RandomPolicy, StickyPolicy  # noqa: E402
+
+HOT = {"xla_backend_optimization_level": HOT_LEVEL}
+
+
+@pytest.fixture
+def optimised_worlds():
+    """Worlds loaded in this test compile their per-frame programs optimised (`HOT_LEVEL`)."""
+    with hot_options(HOT):
+        yield
 
 
 def random_weights(make, seed: int):
@@ -85,9 +99,10 @@ def export_videos(dataset: Path, videos: Path, logs: Path) -> None:
 
 
 # The trained toy world: every stage on CPU with a fixed, small budget, shared by every test that needs a
-# world that has learned something (dynamics learning, play, evaluation). About nine minutes on 2 cores beside the other
-# tests. 2,600 dynamics and 500 reward steps (3,000 and 800 until 2026-12-02: 27 s more of the suite for a keys' gain
-# of 2.61 dB at h4 instead of 2.17, and a touch F1 of 1.0 instead of 0.985; the tests need 1 dB and 0.8).
+# world that has learned something (dynamics learning, play, evaluation). 11 to 12.5 minutes on a 2-core Intel
+# Xeon beside the other tests. 2,600 dynamics and 500 reward steps (3,000 and 800 until 2026-12-02: 27 s more of
+# the suite for a keys' gain of 2.61 dB at h4 instead of 2.17, and a touch F1 of 1.0 instead of 0.985; the tests
+# need 1 dB and 0.8).
 # It is trained from videos without action logs: an IDM trained on 12 other, logged episodes labels them
 # (`worldplay train idm`, `worldplay import --labeller`), so every learning check below also checks that
 # labelled videos train a world (the same world from the logged actions passed the same checks).
@@ -131,6 +146,7 @@ class ToyWorldTraining:
         self.proc: subprocess.Popen | None = None
         self.stopped = False
         self.lock = threading.Lock()  # stop() and starting the next stage exclude each other
+        self.autoencoder_done = threading.Event()  # set when the dynamics stage starts (or the job ended)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -143,14 +159,20 @@ class ToyWorldTraining:
         self.thread.join()
 
     def _run(self) -> None:
+        try:
+            self._train()
+        finally:
+            self.autoencoder_done.set()
+
+    def _train(self) -> None:
         # the random policy keeps the player away from the walls, where the keys show (sticky runs into corners);
         # 40 episodes of at most 200 frames (a game ends after 8 touches): about 6,900 frames, 260 touches
         record_toy(self.recorded, episodes=40, steps=200, seed=100, policy=RandomPolicy(5))
         record_toy(self.idm_data, episodes=12, steps=200, seed=500, policy=RandomPolicy(5))
         export_videos(self.recorded, self.root / "videos", self.root / "logs")
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        if USER_XLA_FLAGS is not None:
-            env["XLA_FLAGS"] = USER_XLA_FLAGS
+        # your own XLA flags, or else level 2: it trains the toy world as fast as XLA's default (3) and compiles
+        # up to twice as fast (300 toy dynamics steps with their evaluation: 76 s against 85 s on 2 cores)
+        env = {**os.environ, "XLA_FLAGS": USER_XLA_FLAGS or f"--xla_backend_optimization_level={HOT_LEVEL}"}
         worldplay = [sys.executable, "-m", "worldplay"]
         commands = [
             [*worldplay, "train", "idm", "--config", str(self.config), "--quiet",
@@ -166,7 +188,13 @@ class ToyWorldTraining:
                 if self.stopped:
                     return
                 self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            out, _ = self.proc.communicate()
+            lines = []
+            for line in self.proc.stdout:
+                lines.append(line)
+                if line.startswith("== stage 2/"):  # the autoencoder stage finished and saved its checkpoint
+                    self.autoencoder_done.set()
+            self.proc.wait()
+            out = "".join(lines)
             if self.proc.returncode != 0:
                 self.error = f"training the toy world failed at `worldplay {' '.join(cmd[3:5])}`:\n{out}"
                 return
@@ -179,10 +207,12 @@ class ToyWorldTraining:
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: no training for a run without those tests
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """The tests of the trained toy world run last, while its training starts now and runs beside the others."""
+    """The tests of the trained toy world run last, those of its autoencoder alone just before them (while its
+    dynamics train), and its training starts now and runs beside the others."""
     uses = [item for item in items if "toy_world_run" in getattr(item, "fixturenames", ())]
-    if uses and not config.option.collectonly:
-        items[:] = [item for item in items if item not in uses] + uses
+    ae = [item for item in items if "toy_autoencoder_run" in getattr(item, "fixturenames", ()) and item not in uses]
+    if (uses or ae) and not config.option.collectonly:
+        items[:] = [item for item in items if item not in uses and item not in ae] + ae + uses
         config.stash[_TOY_WORLD] = ToyWorldTraining(config._tmp_path_factory.mktemp("toyworld"))
 
 
@@ -193,6 +223,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _TOY_WORLD = pytest.StashKey[ToyWorldTraining]()
+
+
+@pytest.fixture(scope="session")
+def toy_autoencoder_run(pytestconfig) -> dict:
+    """The toy world's autoencoder run and what was made before it, as soon as its stage is done: ``run`` its
+    folder, ``dataset`` the labelled videos it trained on, ``recorded`` the same episodes with their logged
+    actions, ``idm`` the labeller and ``import_log`` what labelling them printed."""
+    from worldplay.config import load_config
+    from worldplay.train.loop import run_dir
+
+    job = pytestconfig.stash[_TOY_WORLD]
+    job.autoencoder_done.wait()
+    assert job.error is None, job.error
+    run = run_dir(load_config(job.config, job.sets), "autoencoder")
+    assert (run / "checkpoints").is_dir(), "the toy world's training ended before its autoencoder stage"
+    return {"run": run, "dataset": job.data, "recorded": job.recorded, "idm": job.idm, "import_log": job.logs[1]}
 
 
 @pytest.fixture(scope="session")

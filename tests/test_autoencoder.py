@@ -106,12 +106,12 @@ def test_the_motion_weighted_loss_counts_errors_where_the_frame_changed_more():
 
 
 @pytest.mark.slow
-def test_autoencoder_eval_reports_psnr_where_the_frame_changed(tmp_path, toy_world_run):
+def test_autoencoder_eval_reports_psnr_where_the_frame_changed(tmp_path, toy_autoencoder_run):
     """`worldplay eval` of an autoencoder run also scores the pixels that changed since the previous frame."""
     from worldplay.evaluate import evaluate_autoencoder
 
-    run = toy_world_run["world"].parent.parent / "autoencoder"
-    r = evaluate_autoencoder(run, toy_world_run["dataset"], tmp_path / "ae", frames_per_episode=64)
+    run = toy_autoencoder_run["run"]
+    r = evaluate_autoencoder(run, toy_autoencoder_run["dataset"], tmp_path / "ae", frames_per_episode=64)
     assert 0 < r["moving_share"] < 1  # the toy's ball, player and scrolling background move
     # moving pixels are the hard ones: edges of sprites and stripes
     assert r["psnr_moving"]["mean"] < r["psnr"]["mean"], r

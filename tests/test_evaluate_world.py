@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from conftest import HOT
 from worldplay.cli import main
+from worldplay.compiled import hot_options
 from worldplay.data.format import open_dataset
 from worldplay.evaluate import (
     frame_errors,
@@ -81,7 +83,8 @@ def toy_eval(toy_world_run, tmp_path_factory):
             "--horizons", ",".join(map(str, HORIZONS)), "--windows-per-episode", "6", "--drift-minutes", "0.2",
             "--drift-streams", "2", "--env", "toy", "--env-streams", "4", "--idm", str(toy_world_run["idm"]),
             "--quiet"]  # fmt: skip
-    assert main(argv) == 0
+    with hot_options(HOT):  # hundreds of frames of the world: its per-frame programs optimised
+        assert main(argv) == 0
     return out, json.loads((out / "metrics.json").read_text())
 
 
@@ -127,6 +130,18 @@ def test_live_game_comparison(toy_eval):
     assert e["game"] == "toy" and e["streams"] == 4
     assert all(len(e["psnr"][k]) == len(HORIZONS) for k in ("world", "repeat_last", "random_actions"))
     assert e["psnr"]["world"][0] > e["psnr"]["random_actions"][0], json.dumps(e["psnr"])
+
+
+@pytest.mark.slow
+def test_world_follows_the_keys_by_the_idm(toy_eval):
+    """eval scores action following with the IDM: keys present, accuracies in range, the world's rollouts read
+    by the IDM as the commanded actions far more often than chance (1 in 5)."""
+    out, m = toy_eval
+    af = m["action_following"]
+    assert {"real_accuracy", "world_accuracy", "ratio", "by_horizon", "by_group"} <= set(af)
+    assert af["ratio"] == pytest.approx(af["world_accuracy"] / af["real_accuracy"])
+    assert af["world_accuracy"] > 0.5, af
+    assert "Action-following ratio" in (out / "metrics.md").read_text()
 
 
 # ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from flax import nnx, struct
 
 from worldplay import diffusion
 from worldplay.checkpoint import read_world_meta, restore_into, verify_files
+from worldplay.compiled import hot_jit, hot_key
 from worldplay.config import AutoencoderConfig, DynamicsConfig, RateConfig, RewardConfig, part_from_dict
 from worldplay.errors import WorldplayError
 from worldplay.models import reward as reward_model
@@ -151,8 +152,11 @@ def generate(
 
 
 @functools.cache
-def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef | None = None) -> dict[str, Any]:
-    """Jitted functions of split state, shared by every world of the same architecture.
+def _compiled(
+    ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef | None = None, hot: tuple | None = None
+) -> dict[str, Any]:
+    """Jitted functions of split state, shared by every world of the same architecture made under the same
+    `worldplay.compiled.HOT_OPTIONS` (``hot``, its key).
 
     ``rew`` is the reward model's split state and its class values, or None for a world without one.
     """
@@ -203,14 +207,14 @@ def _compiled(ae_def: nnx.GraphDef, dyn_def: nnx.GraphDef, rew_def: nnx.GraphDef
         return state, decode(ae_p, stats, z), z, reward, end
 
     return {
-        "encode": jax.jit(encode),
-        "decode": jax.jit(decode),
-        "fill": jax.jit(fill_fn),
+        "encode": hot_jit(encode),
+        "decode": hot_jit(decode),
+        "fill": hot_jit(fill_fn),
         "clear": jax.jit(clear),
-        "advance": jax.jit(advance),
-        "teacher": jax.jit(teacher),
-        "frame": jax.jit(frame),  # no donation: the caller's state stays valid, so forking is free
-        "predict_reward": jax.jit(predict_reward),
+        "advance": hot_jit(advance),
+        "teacher": hot_jit(teacher),
+        "frame": hot_jit(frame),  # no donation: the caller's state stays valid, so forking is free
+        "predict_reward": hot_jit(predict_reward),
     }
 
 
@@ -253,12 +257,12 @@ class WorldModel:
             self._rew_def, rew_p = nnx.split(reward.model)
             values = jnp.asarray(reward.class_values, jnp.float32)
             self._rew = jax.device_put((rew_p, values, jnp.asarray(reward.refractory, jnp.int32)), device)
-        self._fns = _compiled(self._ae_def, self._dyn_def, self._rew_def)
+        self._fns = _compiled(self._ae_def, self._dyn_def, self._rew_def, hot_key())
         self.rate = rate
         if rate is not None:
             rate_def, rate_p = nnx.split(rate.model)
             self._rate = jax.device_put((rate_p, jnp.asarray(rate.class_values, jnp.float32)), device)
-            self._rate_fn = jax.jit(
+            self._rate_fn = hot_jit(
                 lambda p, values, z, a: reward_model.expected_rate(nnx.merge(rate_def, p), values, z, a)
             )
 
