@@ -229,7 +229,8 @@ _TOY_WORLD = pytest.StashKey[ToyWorldTraining]()
 def toy_autoencoder_run(pytestconfig) -> dict:
     """The toy world's autoencoder run and what was made before it, as soon as its stage is done: ``run`` its
     folder, ``dataset`` the labelled videos it trained on, ``recorded`` the same episodes with their logged
-    actions, ``idm`` the labeller and ``import_log`` what labelling them printed."""
+    actions, ``idm`` the labeller, ``idm_data`` the logged episodes it trained on and ``import_log`` what
+    labelling them printed."""
     from worldplay.config import load_config
     from worldplay.train.loop import run_dir
 
@@ -238,7 +239,8 @@ def toy_autoencoder_run(pytestconfig) -> dict:
     assert job.error is None, job.error
     run = run_dir(load_config(job.config, job.sets), "autoencoder")
     assert (run / "checkpoints").is_dir(), "the toy world's training ended before its autoencoder stage"
-    return {"run": run, "dataset": job.data, "recorded": job.recorded, "idm": job.idm, "import_log": job.logs[1]}
+    return {"run": run, "dataset": job.data, "recorded": job.recorded, "idm": job.idm, "idm_data": job.idm_data,
+            "import_log": job.logs[1]}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

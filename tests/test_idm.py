@@ -141,8 +141,8 @@ MIN_DIRECTION_ACCURACY = 0.9
 @pytest.mark.slow
 def test_idm_reads_the_direction_on_held_out_episodes(toy_autoencoder_run, tmp_path, capsys):
     out = tmp_path / "eval"
-    idm = toy_autoencoder_run["idm"]
-    assert main(["eval", str(idm), "--dataset", str(idm.parents[3] / "idm-data"), "--out", str(out), "--quiet"]) == 0
+    idm, idm_data = toy_autoencoder_run["idm"], toy_autoencoder_run["idm_data"]
+    assert main(["eval", str(idm), "--dataset", str(idm_data), "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert "the model's own held-out split" in m["held_out"] and m["frames"] > 100
     assert m["groups"]["movement_direction"]["where"] == "the player moved at least 1 pixel"
