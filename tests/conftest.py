@@ -15,10 +15,11 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 # The tests compile hundreds of small XLA programs and run most of them once or twice: without LLVM's
-# optimisation they compile 3-4x faster (the maths is the same). Set before JAX starts. A test that plays a world
-# for hundreds of frames compiles the world's per-frame programs at level 2 all the same (`optimised_worlds`):
-# 2.6x faster per frame for 16 streams of a toy world, for about 2 s more compiling each (which is why not every
-# test does). The one long computation, training the toy world, runs in a subprocess with the caller's own
+# optimisation they compile 3-4x faster (the maths is the same). Set before JAX starts. A test that runs a program
+# hundreds of times (plays a world for hundreds of frames, trains for hundreds of steps, encodes a dataset)
+# compiles those programs at level 2 all the same (`optimised`): 2.6x faster per frame for 16 streams of a toy
+# world, 2-3.6x faster per training step of the toy's stages, for about 2 s more compiling each (which is why not
+# every test does). The one long computation, training the toy world, runs in a subprocess with the caller's own
 # flags, or else at level 2.
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS")
 FAST_COMPILE = "--xla_backend_optimization_level=0"
@@ -35,8 +36,9 @@ HOT = {"xla_backend_optimization_level": HOT_LEVEL}
 
 
 @pytest.fixture
-def optimised_worlds():
-    """Worlds loaded in this test compile their per-frame programs optimised (`HOT_LEVEL`)."""
+def optimised():
+    """The programs this test runs many times compile optimised (`HOT_LEVEL`): a world's per-frame programs, a
+    training step, the encoding of a dataset (`worldplay.compiled.hot_jit`)."""
     with hot_options(HOT):
         yield
 

@@ -41,7 +41,7 @@ def test_shapes_and_per_frame_encoding():
 
 
 @pytest.mark.slow
-def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys):
+def test_training_learns_and_resumes(tmp_path, fresh_toy_dataset, capsys, optimised):
     """A tiny autoencoder trained for a few dozen steps beats its untrained self; a rerun resumes."""
     sets = [
         f"data.dataset={fresh_toy_dataset}", "data.holdout=0.25", f"train_autoencoder.runs_dir={tmp_path / 'runs'}",

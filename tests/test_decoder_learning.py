@@ -28,9 +28,7 @@ STEPS = 200
 
 
 @pytest.mark.slow
-def test_decoder_stage_draws_the_worlds_predictions_closer_to_the_real_frames(
-    toy_world_run, tmp_path, optimised_worlds
-):
+def test_decoder_stage_draws_the_worlds_predictions_closer_to_the_real_frames(toy_world_run, tmp_path, optimised):
     base = toy_world_run["config"]
     tc = dataclasses.replace(
         base.train_decoder, batch_size=16, steps=STEPS, warmup=20, lr=3e-3, eval_every=STEPS, checkpoint_every=STEPS,

@@ -76,7 +76,7 @@ def test_rollouts_follow_the_actions_and_beat_repeating_the_last_frame(toy_world
 
 
 @pytest.mark.slow
-def test_fine_tuning_a_world_starts_from_its_weights_and_autoencoder(toy_world_run, tmp_path, optimised_worlds):
+def test_fine_tuning_a_world_starts_from_its_weights_and_autoencoder(toy_world_run, tmp_path, optimised):
     """`worldplay train dynamics --world W`: the run starts from W's dynamics (after two steps at a tiny learning
     rate its held-out loss is W's own, not a fresh model's), on W's autoencoder and latent statistics, and the
     world it writes says where it started and keeps W's reward model; the run resumes only with the same start; a

@@ -47,7 +47,7 @@ def test_concat_source_reads_each_source_in_turn():
 
 
 @pytest.mark.slow
-def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_world_run, tmp_path):
+def test_rate_model_learns_the_toy_touches_and_scores_agents_in_the_world(toy_world_run, tmp_path, optimised):
     world_dir = tmp_path / "world"
     shutil.copytree(toy_world_run["world"], world_dir)
     values = config_to_dict(toy_world_run["config"])

@@ -42,7 +42,7 @@ def test_reward_model_learns_the_touches_of_the_toy_game(toy_world_run):
 
 
 @pytest.mark.slow
-def test_eval_agents_plays_toy_agents_in_the_shipped_toy_world_and_in_the_game(tmp_path, capsys, optimised_worlds):
+def test_eval_agents_plays_toy_agents_in_the_shipped_toy_world_and_in_the_game(tmp_path, capsys, optimised):
     """End to end on the shipped pushed-ball world (trained on 2 cores by ``configs/toy-push.toml``, sampling with
     context noise 0.1): three toy agents of far apart skill play the same 16 starts in the world and in the game,
     and the world ranks them as the game does. The start seed was fixed before any world played it, and the world

@@ -1,8 +1,9 @@
-"""`hot_jit`: `jax.jit` for the programs a world runs once per frame, with XLA options of their own.
+"""`hot_jit`: `jax.jit` for the programs that run many times (a world's per-frame programs, a training step, the
+encoding of a dataset), with XLA options of their own.
 
 The options are `HOT_OPTIONS`, None by default: the process's own (`XLA_FLAGS`) decide, as for every other
 program. A process that compiles everything else cheaply (the test suite lowers XLA's optimisation for its
-hundreds of programs that run once) sets them with `hot_options` where it runs a world for many frames.
+hundreds of programs that run once) sets them with `hot_options` where it runs one of these many times.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from worldplay import diffusion
 from worldplay.checkpoint import read_stage_meta, restore_into, save_world, stage_step_dir
+from worldplay.compiled import hot_jit
 from worldplay.config import AutoencoderConfig, Config, config_to_dict, part_from_dict
 from worldplay.data.format import Dataset, open_dataset
 from worldplay.errors import WorldplayError
@@ -82,7 +83,7 @@ def encode_dataset(
     graphdef, params = nnx.split(ae)
     mean, std = jnp.asarray(stats[0]), jnp.asarray(stats[1])
 
-    @jax.jit
+    @hot_jit  # every frame of the dataset
     def enc(p, frames):
         return ((nnx.merge(graphdef, p).encode(frames) - mean) / std).astype(jnp.float16)
 

@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
+from worldplay.compiled import hot_jit
 from worldplay.config import FINE_TUNE_KEYS, SAMPLING_KEYS, STAGE_SWITCHES, Config, TrainConfig, config_to_dict
 from worldplay.errors import ConfigError, WorldplayError
 
@@ -289,7 +290,7 @@ def prepare_step(stage: Stage, tc: TrainConfig, mesh: jax.sharding.Mesh) -> Step
     params = jax.device_put(params, replicated)
     ema = jax.tree.map(jnp.copy, params)
     opt_state = jax.device_put(tx.init(params), replicated)
-    step_fn = jax.jit(
+    step_fn = hot_jit(  # the program a training runs thousands of times
         make_train_step(stage, graphdef, tx, tc.ema_decay),
         in_shardings=(replicated, replicated, replicated, data_sharding, replicated, replicated),
         out_shardings=(replicated, replicated, replicated, replicated),
