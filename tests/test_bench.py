@@ -71,3 +71,30 @@ def test_rollout_bench_reports_every_stream_count():
     # the environments too, with the reward model's points and (the Boxing world has a rate model) expected rewards
     assert all(row["env_frames_per_s"] > 0 and row["env_rate_frames_per_s"] > 0 for row in r["batches"])
     assert "2 streams" in bench.format_rollout(r) and "with expected rewards" in bench.format_rollout(r)
+
+
+def test_play_bench_reports_frames_per_second_and_the_first_frame():
+    r = bench.bench_play("toy-push", frames=3)
+    assert r["fps"] > 0 and r["step"]["ms_p50"] > 0 and r["decode"]["ms_p50"] > 0
+    assert r["first_frame_s"] > 0  # opening the world: load, start, compile, one step
+    assert "first frame" in bench.format_play(r)
+
+
+def test_worlds_compile_their_frame_programs_at_level_2_on_the_cpu_unless_told_otherwise(monkeypatch):
+    """`worldplay.compiled.world_options`: a process's own options first (the tests' `optimised`), then an
+    optimisation level in XLA_FLAGS (the tests' level 0, a user's own), else level 2 on the CPU."""
+    from worldplay import compiled
+    from worldplay.checkpoint import resolve_world
+    from worldplay.world import _compiled, load_world
+
+    level_2 = (("xla_backend_optimization_level", 2),)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    assert compiled.world_options() == compiled.WORLD_CPU_OPTIONS == dict(level_2)
+    world = load_world(resolve_world("toy-push"))
+    defs = (world._ae_def, world._dyn_def, world._rew_def)
+    assert world._fns is _compiled(*defs, level_2)  # its programs are made with the options keyed in
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    assert compiled.world_options() is None
+    assert load_world(resolve_world("toy-push"))._fns is _compiled(*defs, None)
+    with compiled.hot_options({"xla_backend_optimization_level": 1}):
+        assert compiled.world_options() == {"xla_backend_optimization_level": 1}

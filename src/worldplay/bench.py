@@ -202,7 +202,8 @@ def bench_play(
     sampling_steps: int | None = None,
     context_noise: float | None = None,
 ) -> dict[str, Any]:
-    """Frames per second of a world stepped with guidance on, split into model, decode and display.
+    """Frames per second of a world stepped with guidance on, split into model, decode and display; and the
+    seconds from opening the world to its first frame (``first_frame_s``: load, start, compile, one step).
 
     total: one ``world.step`` (denoising steps with CFG, cache update, decode, copy to the host), as play
     calls it. model: the same without the decode. decode: the autoencoder's decoder alone. display: scaling
@@ -215,6 +216,7 @@ def bench_play(
     pygame = _pygame()  # surfaces only: no window, no display needed
 
     path = resolve_world(world_path)
+    opened = time.perf_counter()
     world = load_world(path, sampling_steps=sampling_steps, context_noise=context_noise)
     if world.prompts is None:
         state = world.start(np.zeros((4, *world.frame_shape), np.uint8))
@@ -223,6 +225,8 @@ def bench_play(
     rng = np.random.default_rng(0)
     n_act = len(world.action_names)
     g = world.config.guidance
+    world.step(state, 0, guidance=g)  # as play opens a world: load, start from the prompt, compile, first frame
+    first_frame_s = time.perf_counter() - opened
 
     fns = world._fns
     model_fn = fns["advance"]  # the frame function without the decode
@@ -269,6 +273,7 @@ def bench_play(
         "sampling_steps": world.config.sampling_steps,
         "tokens_per_frame": world._dyn.tokens,
         "fps": 1000.0 / statistics.fmean(per_frame),
+        "first_frame_s": first_frame_s,
         **_percentiles(per_frame),
         "step": _percentiles(total),
         "model": _percentiles(model),
@@ -286,6 +291,7 @@ def format_play(r: dict[str, Any]) -> str:
         f"machine: {r['cpu']} ({r['cores']} cores), device {r['device']}; world {r['world']}",
         f"{r['fps']:.1f} frames/s, p50 {r['ms_p50']:.1f} ms, p95 {r['ms_p95']:.1f} ms per frame "
         f"(guidance {r['guidance']:g}, {r['sampling_steps']} steps, {r['tokens_per_frame']} tokens/frame)",
+        f"first frame {r['first_frame_s']:.1f} s after opening the world (load, start, compile)",
     ]
     for k in ("model", "decode", "display"):
         lines.append(f"  {k:>8}: p50 {r[k]['ms_p50']:.2f} ms, p95 {r[k]['ms_p95']:.2f} ms")

@@ -38,7 +38,7 @@ from flax import nnx, struct
 
 from worldplay import diffusion
 from worldplay.checkpoint import read_world_meta, restore_into, verify_files
-from worldplay.compiled import hot_jit, hot_key
+from worldplay.compiled import hot_jit, hot_key, hot_options, world_options
 from worldplay.config import AutoencoderConfig, DynamicsConfig, RateConfig, RewardConfig, part_from_dict
 from worldplay.errors import WorldplayError
 from worldplay.models import reward as reward_model
@@ -257,14 +257,15 @@ class WorldModel:
             self._rew_def, rew_p = nnx.split(reward.model)
             values = jnp.asarray(reward.class_values, jnp.float32)
             self._rew = jax.device_put((rew_p, values, jnp.asarray(reward.refractory, jnp.int32)), device)
-        self._fns = _compiled(self._ae_def, self._dyn_def, self._rew_def, hot_key())
         self.rate = rate
-        if rate is not None:
-            rate_def, rate_p = nnx.split(rate.model)
-            self._rate = jax.device_put((rate_p, jnp.asarray(rate.class_values, jnp.float32)), device)
-            self._rate_fn = hot_jit(
-                lambda p, values, z, a: reward_model.expected_rate(nnx.merge(rate_def, p), values, z, a)
-            )
+        with hot_options(world_options()):
+            self._fns = _compiled(self._ae_def, self._dyn_def, self._rew_def, hot_key())
+            if rate is not None:
+                rate_def, rate_p = nnx.split(rate.model)
+                self._rate = jax.device_put((rate_p, jnp.asarray(rate.class_values, jnp.float32)), device)
+                self._rate_fn = hot_jit(
+                    lambda p, values, z, a: reward_model.expected_rate(nnx.merge(rate_def, p), values, z, a)
+                )
 
     @property
     def has_reward(self) -> bool:
