@@ -227,40 +227,38 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _TOY_WORLD = pytest.StashKey[ToyWorldTraining]()
 
 
+def _toy_outputs(job: ToyWorldTraining) -> dict:
+    """What the toy world's job made, for both fixtures below: ``config`` its config, ``dataset`` the labelled
+    videos it trains on, ``recorded`` the same episodes with their logged actions, ``idm`` the labeller,
+    ``idm_data`` the logged episodes the labeller trained on and ``import_log`` what labelling them printed."""
+    from worldplay.config import load_config
+
+    assert job.error is None, job.error
+    return {"config": load_config(job.config, job.sets), "dataset": job.data, "recorded": job.recorded,
+            "idm": job.idm, "idm_data": job.idm_data, "import_log": job.logs[1]}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def toy_autoencoder_run(pytestconfig) -> dict:
-    """The toy world's autoencoder run and what was made before it, as soon as its stage is done: ``run`` its
-    folder, ``dataset`` the labelled videos it trained on, ``recorded`` the same episodes with their logged
-    actions, ``idm`` the labeller, ``idm_data`` the logged episodes it trained on and ``import_log`` what
-    labelling them printed."""
-    from worldplay.config import load_config
+    """The toy world's autoencoder run, as soon as its stage is done: ``run`` its folder, and what was made
+    before it (`_toy_outputs`)."""
     from worldplay.train.loop import run_dir
 
     job = pytestconfig.stash[_TOY_WORLD]
     job.autoencoder_done.wait()
-    assert job.error is None, job.error
-    run = run_dir(load_config(job.config, job.sets), "autoencoder")
+    out = _toy_outputs(job)
+    run = run_dir(out["config"], "autoencoder")
     assert (run / "checkpoints").is_dir(), "the toy world's training ended before its autoencoder stage"
-    return {"run": run, "dataset": job.data, "recorded": job.recorded, "idm": job.idm, "idm_data": job.idm_data,
-            "import_log": job.logs[1]}  # fmt: skip
+    return {**out, "run": run}
 
 
 @pytest.fixture(scope="session")
 def toy_world_run(pytestconfig) -> dict:
-    """The toy world trained on 40 labelled videos (started at collection); its config and paths: ``dataset`` the
-    labelled videos it trained on, ``recorded`` the same episodes with their logged actions, ``idm`` the labeller."""
-    from worldplay.config import load_config
+    """The toy world trained on 40 labelled videos (started at collection): ``world`` its folder, and what was
+    made for it (`_toy_outputs`)."""
     from worldplay.train.loop import run_dir
 
     job = pytestconfig.stash[_TOY_WORLD]
     job.thread.join()
-    assert job.error is None, job.error
-    cfg = load_config(job.config, job.sets)
-    return {
-        "config": cfg,
-        "dataset": job.data,
-        "recorded": job.recorded,
-        "idm": job.idm,
-        "import_log": job.logs[1],
-        "world": run_dir(cfg, "dynamics") / "world",
-    }
+    out = _toy_outputs(job)
+    return {**out, "world": run_dir(out["config"], "dynamics") / "world"}
