@@ -85,7 +85,8 @@ def test_fine_tuning_a_world_starts_from_its_weights_and_autoencoder(toy_world_r
     import json
 
     from worldplay.errors import WorldplayError
-    from worldplay.train.dynamics import train_dynamics
+    from worldplay.train.dynamics import check_same_start, train_dynamics
+    from worldplay.train.loop import run_dir
 
     base, source = toy_world_run["config"], toy_world_run["world"]
     tc = dataclasses.replace(
@@ -115,6 +116,9 @@ def test_fine_tuning_a_world_starts_from_its_weights_and_autoencoder(toy_world_r
     # its checkpoints resume only from the same start: without --world they would train on other latents
     with pytest.raises(WorldplayError, match=r"fine-tuned from .* \(--world .*\); resume it that way"):
         train_dynamics(cfg, progress=False)
+    check_same_start(run_dir(cfg, "dynamics"), source.parent / ".." / source.parent.name / source.name)  # the same
+    with pytest.raises(WorldplayError, match="resume it that way"):
+        check_same_start(run_dir(cfg, "dynamics"), tmp_path / "another" / "world")
 
     wider = dataclasses.replace(
         cfg, name="wider", dynamics=dataclasses.replace(cfg.dynamics, width=2 * cfg.dynamics.width)

@@ -442,14 +442,14 @@ def world_start(
 
 def check_same_start(root: Path, world: Path | None) -> None:
     """Refuse to resume the dynamics run at ``root`` from another start than its checkpoints had: a run fine-tuned
-    from a world resumes only with that ``--world``, and a run from scratch only without one (the checkpoints'
-    weights on other latents would train on silently)."""
+    from a world resumes only with that ``--world`` (the same folder, however the path is written), and a run from
+    scratch only without one (the checkpoints' weights on other latents would train on silently)."""
     try:
         meta = read_stage_meta(stage_step_dir(root))
     except WorldplayError:  # no checkpoint yet: any start
         return
     was, now = meta.get("fine_tuned_from"), None if world is None else str(world)
-    if was != now:
+    if (was is None) != (now is None) or (was is not None and Path(was).resolve() != Path(now).resolve()):
         said = f"fine-tuned from {was} (--world {was})" if was else "trained from scratch (no --world)"
         raise WorldplayError(
             f"{root}: its checkpoints were {said}; resume it that way, or train under another `name` "
