@@ -123,6 +123,7 @@ TOY_WORLD_SETS = [
     "train_reward.eval_every=500", "train_reward.checkpoint_every=500", "train_reward.eval_batches=2",
     "train_reward.lr=1e-3", "train_reward.ema_decay=0.999",
 ]  # fmt: skip
+TOY_EVAL_HORIZONS = [1, 2, 4]
 TOY_IDM_SETS = [
     "data.holdout=0.2", "train_idm.batch_size=32", "train_idm.steps=400", "train_idm.warmup=20",
     "train_idm.eval_every=400", "train_idm.checkpoint_every=400", "train_idm.eval_batches=2",
@@ -131,14 +132,17 @@ TOY_IDM_SETS = [
 
 
 class ToyWorldTraining:
-    """Records the toy world's data and trains it (`worldplay train world`, in a subprocess) on a thread."""
+    """Records the toy world's data, trains it (`worldplay train world`) and evaluates it (`worldplay eval`), in
+    subprocesses run one after the other on a thread."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, evaluate: bool = True):
         self.root = root
+        self.evaluate = evaluate  # and then evaluate it (`toy_world_eval`)
         self.config = ROOT / "configs" / "toy.toml"
         self.data = root / "data"  # the labelled videos: what the world trains on
         self.recorded = root / "recorded"  # the same episodes with their logged actions
         self.idm_data = root / "idm-data"  # other logged episodes, to train the IDM
+        self.eval_out = root / "eval"  # what `worldplay eval` of the trained world wrote
         self.sets = [f"data.dataset={self.data}", f"train_autoencoder.runs_dir={root / 'runs'}",
                      f"train_dynamics.runs_dir={root / 'runs'}", f"train_reward.runs_dir={root / 'runs'}",
                      *TOY_WORLD_SETS]  # fmt: skip
@@ -149,11 +153,13 @@ class ToyWorldTraining:
         self.stopped = False
         self.lock = threading.Lock()  # stop() and starting the next stage exclude each other
         self.autoencoder_done = threading.Event()  # set when the dynamics stage starts (or the job ended)
+        self.world_done = threading.Event()  # set when the world is trained (or the job ended)
+        self.eval_error: str | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
-        """End the training if the session ends first (a failure with -x, Ctrl+C)."""
+        """End the job if the session ends first (a failure with -x, Ctrl+C)."""
         with self.lock:
             self.stopped = True
             if self.proc is not None and self.proc.poll() is None:
@@ -165,6 +171,7 @@ class ToyWorldTraining:
             self._train()
         finally:
             self.autoencoder_done.set()
+            self.world_done.set()
 
     def _train(self) -> None:
         # the random policy keeps the player away from the walls, where the keys show (sticky runs into corners);
@@ -174,7 +181,7 @@ class ToyWorldTraining:
         export_videos(self.recorded, self.root / "videos", self.root / "logs")
         # your own XLA flags, or else level 2: it trains the toy world as fast as XLA's default (3) and compiles
         # up to twice as fast (300 toy dynamics steps with their evaluation: 76 s against 85 s on 2 cores)
-        env = {**os.environ, "XLA_FLAGS": USER_XLA_FLAGS or f"--xla_backend_optimization_level={HOT_LEVEL}"}
+        self.env = {**os.environ, "XLA_FLAGS": USER_XLA_FLAGS or f"--xla_backend_optimization_level={HOT_LEVEL}"}
         worldplay = [sys.executable, "-m", "worldplay"]
         commands = [
             [*worldplay, "train", "idm", "--config", str(self.config), "--quiet",
@@ -186,21 +193,42 @@ class ToyWorldTraining:
              *(a for s in self.sets for a in ("--set", s))],
         ]  # fmt: skip
         for cmd in commands:
-            with self.lock:
-                if self.stopped:
-                    return
-                self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            lines = []
-            for line in self.proc.stdout:
-                lines.append(line)
-                if line.startswith("== stage 2/"):  # the autoencoder stage finished and saved its checkpoint
-                    self.autoencoder_done.set()
-            self.proc.wait()
-            out = "".join(lines)
-            if self.proc.returncode != 0:
-                self.error = f"training the toy world failed at `worldplay {' '.join(cmd[3:5])}`:\n{out}"
+            out = self._call(cmd)
+            if out is None:
                 return
             self.logs.append(out)
+        self.world_done.set()
+        if not self.evaluate:
+            return
+        # `worldplay eval` of the world on its held-out episodes (the tests of `toy_world_eval`), beside the other
+        # tests of the trained world, which run in the meantime on the other core
+        eval_cmd = [*worldplay, "eval", str(self.world), "--dataset", str(self.data), "--out", str(self.eval_out),
+                    "--horizons", ",".join(map(str, TOY_EVAL_HORIZONS)), "--windows-per-episode", "6",
+                    "--drift-minutes", "0.2", "--drift-streams", "2", "--env", "toy", "--env-streams", "4",
+                    "--idm", str(self.idm), "--quiet"]  # fmt: skip
+        self._call(eval_cmd, error="eval_error")
+
+    def _call(self, cmd: list[str], error: str = "error") -> str | None:
+        """Run one command of the job; its output, or None (and ``error`` set) if it failed or the job stopped."""
+        with self.lock:
+            if self.stopped:
+                return None
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in self.proc.stdout:
+            lines.append(line)
+            if line.startswith("== stage 2/"):  # the autoencoder stage finished and saved its checkpoint
+                self.autoencoder_done.set()
+        self.proc.wait()
+        out = "".join(lines)
+        if self.proc.returncode != 0:
+            setattr(self, error, f"the toy world's job failed at `worldplay {' '.join(cmd[3:5])}`:\n{out}")
+            return None
+        return out
+
+    @property
+    def world(self) -> Path:
+        return self.root / "runs" / "toy" / "dynamics" / "world"
 
     @property
     def idm(self) -> Path:
@@ -211,11 +239,16 @@ class ToyWorldTraining:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """The tests of the trained toy world run last, those of its autoencoder alone just before them (while its
     dynamics train), and its training starts now and runs beside the others."""
-    uses = [item for item in items if "toy_world_run" in getattr(item, "fixturenames", ())]
-    ae = [item for item in items if "toy_autoencoder_run" in getattr(item, "fixturenames", ()) and item not in uses]
-    if (uses or ae) and not config.option.collectonly:
-        items[:] = [item for item in items if item not in uses and item not in ae] + ae + uses
-        config.stash[_TOY_WORLD] = ToyWorldTraining(config._tmp_path_factory.mktemp("toyworld"))
+
+    def using(name: str) -> list:
+        return [item for item in items if name in getattr(item, "fixturenames", ())]
+
+    evals = using("toy_world_eval")  # last: the job's `worldplay eval` runs beside the other tests of the world
+    uses = [item for item in using("toy_world_run") if item not in evals]
+    ae = [item for item in using("toy_autoencoder_run") if item not in uses and item not in evals]
+    if (evals or uses or ae) and not config.option.collectonly:
+        items[:] = [item for item in items if item not in evals + uses + ae] + ae + uses + evals
+        config.stash[_TOY_WORLD] = ToyWorldTraining(config._tmp_path_factory.mktemp("toyworld"), evaluate=bool(evals))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -259,6 +292,20 @@ def toy_world_run(pytestconfig) -> dict:
     from worldplay.train.loop import run_dir
 
     job = pytestconfig.stash[_TOY_WORLD]
-    job.thread.join()
+    job.world_done.wait()
     out = _toy_outputs(job)
-    return {**out, "world": run_dir(out["config"], "dynamics") / "world"}
+    assert job.world == run_dir(out["config"], "dynamics") / "world"
+    return {**out, "world": job.world}
+
+
+@pytest.fixture(scope="session")
+def toy_world_eval(pytestconfig, toy_world_run) -> tuple[Path, dict]:
+    """`worldplay eval` of the trained toy world on its held-out episodes at `TOY_EVAL_HORIZONS`, with the live
+    game (4 streams), drift over 0.2 minutes and action following by its labeller: the folder it wrote and its
+    metrics.json. Run by the toy world's job as soon as the world is trained, while the other tests run."""
+    import json
+
+    job = pytestconfig.stash[_TOY_WORLD]
+    job.thread.join()
+    assert job.eval_error is None, job.eval_error
+    return job.eval_out, json.loads((job.eval_out / "metrics.json").read_text())

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import HOT
+from conftest import TOY_EVAL_HORIZONS
 from worldplay.cli import main
-from worldplay.compiled import hot_options
 from worldplay.data.format import open_dataset
 from worldplay.evaluate import (
     frame_errors,
@@ -73,24 +72,12 @@ def test_frechet_distance_of_known_gaussians():
 # The trained toy world against its baselines, end to end through the CLI
 # ---------------------------------------------------------------------------
 
-HORIZONS = [1, 2, 4]
-
-
-@pytest.fixture(scope="module")
-def toy_eval(toy_world_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval")
-    argv = ["eval", str(toy_world_run["world"]), "--dataset", str(toy_world_run["dataset"]), "--out", str(out),
-            "--horizons", ",".join(map(str, HORIZONS)), "--windows-per-episode", "6", "--drift-minutes", "0.2",
-            "--drift-streams", "2", "--env", "toy", "--env-streams", "4", "--idm", str(toy_world_run["idm"]),
-            "--quiet"]  # fmt: skip
-    with hot_options(HOT):  # hundreds of frames of the world: its per-frame programs optimised
-        assert main(argv) == 0
-    return out, json.loads((out / "metrics.json").read_text())
+HORIZONS = TOY_EVAL_HORIZONS  # `worldplay eval` of the trained toy world runs in its job (conftest)
 
 
 @pytest.mark.slow
-def test_metrics_json_keeps_its_keys(toy_eval):
-    out, m = toy_eval
+def test_metrics_json_keeps_its_keys(toy_world_eval):
+    out, m = toy_world_eval
     assert {"horizons", "psnr", "ssim", "delta_psnr", "drift"} <= set(m)
     assert m["horizons"] == HORIZONS
     for key in ("psnr", "ssim"):
@@ -111,10 +98,10 @@ def test_metrics_json_keeps_its_keys(toy_eval):
 
 
 @pytest.mark.slow
-def test_trained_toy_world_beats_both_baselines(toy_eval):
+def test_trained_toy_world_beats_both_baselines(toy_world_eval):
     """On held-out episodes, from the same real frames: closer to the real frames than repeating the last one,
     and closer with the recorded actions than with random ones (the keys matter), at every horizon."""
-    _, m = toy_eval
+    _, m = toy_world_eval
     p = m["psnr"]
     summary = json.dumps(p)
     for i, h in enumerate(HORIZONS):
@@ -123,9 +110,9 @@ def test_trained_toy_world_beats_both_baselines(toy_eval):
 
 
 @pytest.mark.slow
-def test_live_game_comparison(toy_eval):
+def test_live_game_comparison(toy_world_eval):
     """--env toy: the real game and the world get the same actions from the same start; the world tracks it."""
-    _, m = toy_eval
+    _, m = toy_world_eval
     e = m["env"]
     assert e["game"] == "toy" and e["streams"] == 4
     assert all(len(e["psnr"][k]) == len(HORIZONS) for k in ("world", "repeat_last", "random_actions"))
@@ -133,10 +120,10 @@ def test_live_game_comparison(toy_eval):
 
 
 @pytest.mark.slow
-def test_world_follows_the_keys_by_the_idm(toy_eval):
+def test_world_follows_the_keys_by_the_idm(toy_world_eval):
     """eval scores action following with the IDM: keys present, accuracies in range, the world's rollouts read
     by the IDM as the commanded actions far more often than chance (1 in 5)."""
-    out, m = toy_eval
+    out, m = toy_world_eval
     af = m["action_following"]
     assert {"real_accuracy", "world_accuracy", "ratio", "by_horizon", "by_group"} <= set(af)
     assert af["ratio"] == pytest.approx(af["world_accuracy"] / af["real_accuracy"])
