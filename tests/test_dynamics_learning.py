@@ -17,10 +17,12 @@ from worldplay.world import load_world
 PROMPT, HORIZON = 4, 4
 # Driving the world with the recorded actions instead of the same actions shuffled must gain this much PSNR at
 # horizon 4. A world that ignored its actions gains 0 dB in expectation (the two rollouts then differ only in
-# their noise). At the fixture's budget (2,600 dynamics steps, one sampling step, labelled videos) this CPU
-# measured 2.17 dB (2.61 at 3,000 steps; 1.96 from logged actions), and at 3,000 steps three GPU seeds 2.3 to
-# 2.5 dB; at 2,000 steps the gain ranged from 1.03 to 1.88 dB between runs that differ only in floating-point
-# order, too close to the threshold; a too-small model (width 64, 2,000 steps) gained 0.1 dB.
+# their noise). At the fixture's budget (2,000 dynamics steps at a learning rate of 5e-3, one sampling step,
+# labelled videos) this CPU measured 2.02 and 1.85 dB for two training seeds (1,600 steps: 1.29 to 1.70 for
+# three). The earlier budget of 2,600 steps at 3e-3 measured 1.91 and 2.17 dB on different days (2.61 at 3,000
+# steps; 1.96 from logged actions), and at 3,000 steps three GPU seeds 2.3 to 2.5 dB; at 2,000 steps at 3e-3 the
+# gain ranged from 1.03 to 1.88 dB between runs that differ only in floating-point order, too close to the
+# threshold; a too-small model (width 64, 2,000 steps) gained 0.1 dB.
 MIN_ACTION_GAIN_DB = 1.0
 
 
