@@ -101,7 +101,7 @@ def export_videos(dataset: Path, videos: Path, logs: Path) -> None:
 
 
 # The trained toy world: every stage on CPU with a fixed, small budget, shared by every test that needs a
-# world that has learned something (dynamics learning, play, evaluation). About 8.5 minutes on a 2-core Intel
+# world that has learned something (dynamics learning, play, evaluation). About 9.5 minutes on a 2-core Intel
 # Xeon beside the other tests. 2,000 dynamics steps at a learning rate of 5e-3 and 500 reward steps. Until
 # 2026-12-05 2,600 dynamics steps at 3e-3: the new schedule gains as much from the keys in the test below
 # (test_dynamics_learning: 2.02 and 1.85 dB at h4 for two training seeds; the same 24 windows gave the old world
