@@ -45,3 +45,8 @@ def test_training_refuses_an_unwritable_runs_folder(capsys):
     assert main(["train", "world", "--config", "configs/toy.toml", "--set", "train_dynamics.runs_dir=/proc/runs"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train_dynamics.runs_dir" in err, err
+    # a stage checks only its own runs folder (the others' are left alone, not even probed)
+    argv = ["train", "autoencoder", "--config", "configs/toy.toml", "--set", "data.dataset=/nonexistent/ds"]
+    assert main([*argv, "--set", "train_dynamics.runs_dir=/proc/runs"]) == 2
+    err = capsys.readouterr().err
+    assert "runs_dir" not in err and "/nonexistent/ds" in err, err

@@ -202,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from worldplay.train.loop import stage_train_config
     from worldplay.train.world import STAGES
 
-    for stage in (*STAGES, "idm"):
+    for stage in STAGES if args.stage == "world" else (args.stage,):  # the runs this command writes, no other
         runs = stage_train_config(cfg, stage).runs_dir
         check_writable(runs, f"the training run (train_{stage}.runs_dir)", folder=True)
     initialize(args.coordinator, args.num_processes, args.process_id)
