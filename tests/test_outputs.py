@@ -50,3 +50,10 @@ def test_training_refuses_an_unwritable_runs_folder(capsys):
     assert main([*argv, "--set", "train_dynamics.runs_dir=/proc/runs"]) == 2
     err = capsys.readouterr().err
     assert "runs_dir" not in err and "/nonexistent/ds" in err, err
+
+
+@pytest.mark.parametrize("stage", ["world", "autoencoder"])
+def test_world_is_refused_where_a_stage_has_no_use_for_it(stage, capsys):
+    assert main(["train", stage, "--config", "configs/toy.toml", "--world", "boxing"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--world boxing: `train {stage}` trains from the dataset alone" in err, err

@@ -262,3 +262,24 @@ def test_decoder_stage_without_a_world_says_which_stage_comes_first(tmp_path, to
     with pytest.raises(WorldplayError, match=r"dynamics/world: no world to fine-tune the decoder of; train the dyn"):
         train_decoder(cfg, progress=False)
     assert not (tmp_path / "runs" / "toy" / "decoder").exists()  # nothing written before the refusal
+
+
+@pytest.mark.parametrize("stage", ["autoencoder", "dynamics", "reward", "rate", "decoder", "idm"])
+def test_train_runs_the_named_stage_with_the_world_it_was_given(stage, monkeypatch, capsys):
+    """`worldplay train STAGE [--world W]` calls that stage's trainer, with W resolved (a shipped name here) for
+    the stages that take one."""
+    import importlib
+
+    from worldplay.checkpoint import resolve_world
+    from worldplay.cli import WORLD_STAGES, main
+
+    calls = []
+    module = importlib.import_module(f"worldplay.train.{stage}")
+    monkeypatch.setattr(module, f"train_{stage}", lambda cfg, **kw: calls.append(kw) or {"stage": stage})
+    assert main(["train", stage, "--config", "configs/toy.toml", "--quiet"]) == 0
+    if stage in WORLD_STAGES:
+        assert main(["train", stage, "--config", "configs/toy.toml", "--quiet", "--world", "boxing"]) == 0
+        assert calls == [{"progress": False, "world": None}, {"progress": False, "world": resolve_world("boxing")}]
+    else:
+        assert calls == [{"progress": False}]
+    assert f'"stage": "{stage}"' in capsys.readouterr().out  # what the trainer returned, printed

@@ -193,6 +193,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+WORLD_STAGES = ("dynamics", "reward", "rate", "decoder", "idm")  # the stages `train --world` applies to
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from worldplay.config import load_config
     from worldplay.train.distributed import initialize
@@ -205,45 +208,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     for stage in STAGES if args.stage == "world" else (args.stage,):  # the runs this command writes, no other
         runs = stage_train_config(cfg, stage).runs_dir
         check_writable(runs, f"the training run (train_{stage}.runs_dir)", folder=True)
+    if args.world is not None and args.stage not in WORLD_STAGES:
+        raise WorldplayError(
+            f"--world {args.world}: `train {args.stage}` trains from the dataset alone; --world is for the "
+            f"{', '.join(WORLD_STAGES)} stages"
+        )
     initialize(args.coordinator, args.num_processes, args.process_id)
     if args.stage == "world":
         from worldplay.train.world import train_world
 
         result = train_world(cfg, progress=not args.quiet, project=not args.no_projection)
-    elif args.stage == "autoencoder":
-        from worldplay.train.autoencoder import train_autoencoder
-
-        result = train_autoencoder(cfg, progress=not args.quiet)
-    elif args.stage == "idm":
-        from worldplay.checkpoint import resolve_world
-        from worldplay.train.idm import train_idm
-
-        world = None if args.world is None else resolve_world(args.world)
-        result = train_idm(cfg, world=world, progress=not args.quiet)
-    elif args.stage == "reward":
-        from worldplay.checkpoint import resolve_world
-        from worldplay.train.reward import train_reward
-
-        world = None if args.world is None else resolve_world(args.world)
-        result = train_reward(cfg, world=world, progress=not args.quiet)
-    elif args.stage == "rate":
-        from worldplay.checkpoint import resolve_world
-        from worldplay.train.rate import train_rate
-
-        world = None if args.world is None else resolve_world(args.world)
-        result = train_rate(cfg, world=world, progress=not args.quiet)
-    elif args.stage == "decoder":
-        from worldplay.checkpoint import resolve_world
-        from worldplay.train.decoder import train_decoder
-
-        world = None if args.world is None else resolve_world(args.world)
-        result = train_decoder(cfg, world=world, progress=not args.quiet)
     else:
         from worldplay.checkpoint import resolve_world
-        from worldplay.train.dynamics import train_dynamics
+        from worldplay.train import autoencoder, decoder, dynamics, idm, rate, reward
 
-        world = None if args.world is None else resolve_world(args.world)
-        result = train_dynamics(cfg, world=world, progress=not args.quiet)
+        train = {
+            "autoencoder": autoencoder.train_autoencoder, "dynamics": dynamics.train_dynamics,
+            "reward": reward.train_reward, "rate": rate.train_rate, "decoder": decoder.train_decoder,
+            "idm": idm.train_idm,
+        }[args.stage]  # fmt: skip
+        kwargs = {}
+        if args.stage in WORLD_STAGES:
+            kwargs["world"] = None if args.world is None else resolve_world(args.world)
+        result = train(cfg, progress=not args.quiet, **kwargs)
     import jax
 
     if jax.process_index() == 0:
