@@ -449,7 +449,8 @@ def check_same_start(root: Path, world: Path | None) -> None:
     except WorldplayError:  # no checkpoint yet: any start
         return
     was, now = meta.get("fine_tuned_from"), None if world is None else str(world)
-    if (was is None) != (now is None) or (was is not None and Path(was).resolve() != Path(now).resolve()):
+    resolved = [None if p is None else Path(p).resolve() for p in (was, now)]
+    if resolved[0] != resolved[1]:
         said = f"fine-tuned from {was} (--world {was})" if was else "trained from scratch (no --world)"
         raise WorldplayError(
             f"{root}: its checkpoints were {said}; resume it that way, or train under another `name` "
