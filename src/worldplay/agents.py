@@ -200,6 +200,12 @@ def play_world(
     return returns
 
 
+def default_score(has_rate: bool) -> str:
+    """What ``eval-agents`` scores a world by when not told: the rate model's expected rewards where the world
+    carries one, else the reward model's predicted points."""
+    return "rate" if has_rate else "events"
+
+
 def reading(
     path: str | os.PathLike[str],
     score: str | None = None,
@@ -217,8 +223,7 @@ def reading(
 
     meta = read_world_meta(path)
     has_rate = has_part(path, meta, "rate")
-    if score is None:
-        score = "rate" if has_rate else "events"
+    score = score or default_score(has_rate)
     if score == "rate" and has_rate:
         own = meta["rate"].get("config", {})
         if sampling_steps is None:
@@ -257,8 +262,7 @@ def evaluate_agents(
         raise WorldplayError("eval-agents: give at least one policy (--policies random,sticky,...)")
     if starts < 1 or steps < 1 or prompt < 1:
         raise WorldplayError(f"eval-agents: --starts, --steps and prompt frames must be >= 1 ({starts}, {steps})")
-    if score is None:
-        score = "rate" if world.has_rate else "events"
+    score = score or default_score(world.has_rate)
     if score not in ("events", "rate"):
         raise WorldplayError(f"eval-agents: --score must be events or rate, got {score!r}")
     if score == "rate" and not world.has_rate:
