@@ -28,10 +28,10 @@ def test_a_shipped_world_opens_by_name_from_any_folder(tmp_path, monkeypatch):
     assert box["rate"]["config"]["keys"] == 24 and (default_world("boxing") / "rate").is_dir()
     from worldplay.agents import reading
 
-    # eval-agents reads both Boxing worlds by their rate models on 8-step rollouts, the CPU world's at guidance 1.0,
+    # eval-agents reads both Boxing worlds by their rate models on 8-step rollouts, the CPU world's at guidance 0.75,
     # as they were chosen and measured
     assert reading(default_world("boxing")) == ("rate", 8, None)
-    assert reading(default_world("boxing-cpu")) == ("rate", 8, 1.0)
+    assert reading(default_world("boxing-cpu")) == ("rate", 8, 0.75)
     assert reading(default_world("toy-push")) == ("events", None, None)
     (tmp_path / "boxing").mkdir()
     assert resolve_world("boxing").resolve() == (tmp_path / "boxing").resolve()  # a folder of that name wins
