@@ -223,7 +223,7 @@ def reading(
 
     meta = read_world_meta(path)
     has_rate = has_part(path, meta, "rate")
-    score = score or default_score(has_rate)
+    score = default_score(has_rate) if score is None else score
     if score == "rate" and has_rate:
         own = meta["rate"].get("config", {})
         if sampling_steps is None:
@@ -262,7 +262,7 @@ def evaluate_agents(
         raise WorldplayError("eval-agents: give at least one policy (--policies random,sticky,...)")
     if starts < 1 or steps < 1 or prompt < 1:
         raise WorldplayError(f"eval-agents: --starts, --steps and prompt frames must be >= 1 ({starts}, {steps})")
-    score = score or default_score(world.has_rate)
+    score = default_score(world.has_rate) if score is None else score
     if score not in ("events", "rate"):
         raise WorldplayError(f"eval-agents: --score must be events or rate, got {score!r}")
     if score == "rate" and not world.has_rate:
