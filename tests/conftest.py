@@ -205,11 +205,7 @@ class ToyWorldTraining:
             return
         # `worldplay eval` of the world on its held-out episodes (the tests of `toy_world_eval`), beside the other
         # tests of the trained world, which run in the meantime on the other core
-        from worldplay.config import load_config
-        from worldplay.train.loop import run_dir
-
-        world = run_dir(load_config(self.config, self.sets), "dynamics") / "world"
-        eval_cmd = [*worldplay, "eval", str(world), "--dataset", str(self.data), "--out", str(self.eval_out),
+        eval_cmd = [*worldplay, "eval", str(self.world), "--dataset", str(self.data), "--out", str(self.eval_out),
                     "--horizons", ",".join(map(str, TOY_EVAL_HORIZONS)), "--windows-per-episode", "6",
                     "--drift-minutes", "0.2", "--drift-streams", "2", "--env", "toy", "--env-streams", "4",
                     "--idm", str(self.idm), "--quiet"]  # fmt: skip
@@ -232,6 +228,14 @@ class ToyWorldTraining:
             setattr(self, error, f"the toy world's job failed at `worldplay {' '.join(cmd[3:5])}`:\n{out}")
             return None
         return out
+
+    @property
+    def world(self) -> Path:
+        """The trained world's folder, where the config puts it."""
+        from worldplay.config import load_config
+        from worldplay.train.loop import run_dir
+
+        return run_dir(load_config(self.config, self.sets), "dynamics") / "world"
 
     @property
     def idm(self) -> Path:
@@ -292,12 +296,9 @@ def toy_autoencoder_run(pytestconfig) -> dict:
 def toy_world_run(pytestconfig) -> dict:
     """The toy world trained on 40 labelled videos (started at collection): ``world`` its folder, and what was
     made for it (`_toy_outputs`)."""
-    from worldplay.train.loop import run_dir
-
     job = pytestconfig.stash[_TOY_WORLD]
     job.world_done.wait()
-    out = _toy_outputs(job)
-    return {**out, "world": run_dir(out["config"], "dynamics") / "world"}
+    return {**_toy_outputs(job), "world": job.world}
 
 
 @pytest.fixture(scope="session")
