@@ -239,7 +239,11 @@ class ToyWorldTraining:
 
     @property
     def idm(self) -> Path:
-        return self.root / "runs" / "toy" / "idm" / "model"
+        """The labeller's folder, where its config puts it."""
+        from worldplay.config import load_config
+        from worldplay.train.loop import run_dir
+
+        return run_dir(load_config(self.config, self.idm_sets), "idm") / "model"
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: no training for a run without those tests
