@@ -54,6 +54,33 @@ def test_an_atari_state_restored_replays_the_same_frames():
         game.close()
 
 
+def test_an_atari_state_without_its_generator_plays_on_with_the_restoring_games_sticky_keys():
+    # the start's last key held on (sticky keys cannot change it), then keys that change: sticky keys draw
+    keys = [1] * 4 + [4, 4, 2, 1, 0, 3, 5, 5, 2, 2, 3, 4] * 4
+    games = [AleGame("Boxing") for _ in range(3)]
+    try:
+        games[0].reset(3)
+        for a in [3, 3, 1]:
+            games[0].step(a)
+        bare, whole = games[0].clone_state(include_rng=False), games[0].clone_state()
+        played = []
+        for game, seed, state in [(games[1], 11, bare), (games[2], 12, bare), (games[0], 3, whole)]:
+            game.reset(seed)
+            game.restore_state(state)
+            played.append([game.step(a)[0] for a in keys])
+        original = played[2]
+        for frames in played[:2]:  # every game continues from the copied state ...
+            assert all(np.array_equal(x, y) for x, y in zip(frames[:4], original[:4], strict=True))
+        # ... and without the generator, two games seeded apart draw their own sticky keys: the frames part
+        assert not all(np.array_equal(x, y) for x, y in zip(played[0], played[1], strict=True))
+        games[1].reset(99)
+        games[1].restore_state(whole)  # with the generator: the original game's own draws, whatever the seed
+        assert all(np.array_equal(x, games[1].step(a)[0]) for x, a in zip(original, keys, strict=True))
+    finally:
+        for game in games:
+            game.close()
+
+
 def test_bad_probes_are_refused():
     with pytest.raises(WorldplayError, match=r"--every 4: must be at least the longest horizon \(8\)"):
         probe_game(ToyGame(), StickyPolicy(5), horizons=(1, 8), every=4, progress=False)

@@ -292,9 +292,11 @@ class AleGame:
     def close(self) -> None:
         self._env.close()
 
-    def clone_state(self) -> Any:
-        """The emulator's state, its random generator (sticky keys) included, for :meth:`restore_state`."""
-        return self._env.unwrapped.ale.cloneState(include_rng=True)
+    def clone_state(self, include_rng: bool = True) -> Any:
+        """The emulator's state for :meth:`restore_state`, with its random generator (sticky keys) unless
+        ``include_rng`` is False: then a game restored to it keeps drawing its own sticky keys, so the same state
+        plays on as another draw of the game's randomness."""
+        return self._env.unwrapped.ale.cloneState(include_rng=include_rng)
 
     def restore_state(self, state: Any) -> None:
         self._env.unwrapped.ale.restoreState(state)
