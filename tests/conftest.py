@@ -229,21 +229,22 @@ class ToyWorldTraining:
             return None
         return out
 
-    @property
-    def world(self) -> Path:
-        """The trained world's folder, where the config puts it."""
+    def _stage_dir(self, sets: list[str], stage: str) -> Path:
+        """Where the toy config with ``sets`` puts ``stage``'s run."""
         from worldplay.config import load_config
         from worldplay.train.loop import run_dir
 
-        return run_dir(load_config(self.config, self.sets), "dynamics") / "world"
+        return run_dir(load_config(self.config, sets), stage)
+
+    @property
+    def world(self) -> Path:
+        """The trained world's folder."""
+        return self._stage_dir(self.sets, "dynamics") / "world"
 
     @property
     def idm(self) -> Path:
-        """The labeller's folder, where its config puts it."""
-        from worldplay.config import load_config
-        from worldplay.train.loop import run_dir
-
-        return run_dir(load_config(self.config, self.idm_sets), "idm") / "model"
+        """The labeller's folder."""
+        return self._stage_dir(self.idm_sets, "idm") / "model"
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected: no training for a run without those tests
