@@ -134,6 +134,21 @@ def test_function_policy(tmp_path, monkeypatch):
         make_policy("smart", ToyGame.ACTIONS)
 
 
+def test_a_policy_module_in_the_current_directory_is_found(tmp_path, monkeypatch):
+    """`worldplay rollout --policy myagents:act` from the folder holding myagents.py: the console script's path does
+    not hold the current directory, so the policy loader looks there after the installed packages."""
+    (tmp_path / "myagents_here.py").write_text("def act(frame):\n    return 'LEFT'\n")
+    here = {"", ".", str(tmp_path)}
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in here and p != os.getcwd()])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "myagents_here", raising=False)
+    p = make_policy("myagents_here:act", ToyGame.ACTIONS)
+    assert p(np.zeros((8, 8, 3), np.uint8)) == ToyGame.ACTIONS.index("LEFT")
+    assert sys.path[-1] == str(tmp_path)  # after everything installed: an installed module of the name wins
+    with pytest.raises(WorldplayError, match="current directory or on PYTHONPATH"):
+        make_policy("myagents_nowhere:act", ToyGame.ACTIONS)
+
+
 def test_unknown_source():
     with pytest.raises(WorldplayError, match="unknown source"):
         make_source("doom")

@@ -8,6 +8,8 @@ user's ``pkg.module:function`` (frame -> action index or name). On the command l
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -73,6 +75,20 @@ class HoldPolicy(StickyPolicy):
         super().__init__(num_actions, max_repeat)
 
 
+def _import_beside_user(module_name: str) -> Any:
+    """Import a user's policy module; one not found on ``sys.path`` is looked for in the current directory too, as
+    ``python -m`` would (the ``worldplay`` command's own path does not hold it), after the installed packages."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module_name.partition(".")[0] or here in sys.path:
+            raise
+        sys.path.append(here)
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+
+
 class FunctionPolicy:
     """A user's ``pkg.module:function``: called with the frame, returns an action index or name.
 
@@ -86,9 +102,12 @@ class FunctionPolicy:
         self.action_names = tuple(action_names)
         module_name, _, attr = spec.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            module = _import_beside_user(module_name)
         except ImportError as e:
-            raise WorldplayError(f"--policy {spec}: cannot import module {module_name!r} ({e})") from e
+            raise WorldplayError(
+                f"--policy {spec}: cannot import module {module_name!r} ({e}); put it in the current directory or "
+                "on PYTHONPATH"
+            ) from e
         fn = getattr(module, attr, None)
         if not callable(fn):
             raise WorldplayError(f"--policy {spec}: module {module_name!r} has no callable {attr!r}")
