@@ -131,6 +131,7 @@ class brawl(random):
     """
 
     GAP, SLACK, FIRE = (0.0, 24.0), (0.5, 6.0), (0.0, 1.0)  # the ranges an attack's parameters are drawn from
+    ATTACK = 0.5  # the share of segments that are attacks (a subclass sets its own, as brawl_close its ranges)
 
     def reset(self, seed: int) -> None:
         self._rng = np.random.default_rng([seed, 13])
@@ -140,7 +141,7 @@ class brawl(random):
         rng = self._rng
         if self._left == 0:
             self._left = int(rng.integers(1, 121))
-            self._attack = bool(rng.random() < 0.5)
+            self._attack = bool(rng.random() < self.ATTACK)
             self._key = ACTIONS[int(rng.integers(len(ACTIONS)))]
             self._gap, self._slack, self._fire = (rng.uniform(*r) for r in (self.GAP, self.SLACK, self.FIRE))
         self._left -= 1
