@@ -87,3 +87,24 @@ def test_brawl_mixes_held_keys_with_attacks_that_close_in_and_punch(game):
     right = sum(m in ("RIGHT", "RIGHTFIRE") for m in moves)  # attacks, and 2 of 18 held keys
     left = sum("LEFT" in m for m in moves)  # held keys only (6 of 18)
     assert right >= 12 and left < right / 2, moves  # about half the segments attack, all of them rightwards
+
+
+def test_a_brawl_subclass_sets_its_share_of_attacks(game):
+    """A user's recording policy subclasses brawl with its own ATTACK share (docs/agents.md, press): with 1 every
+    segment attacks, so from every seed it walks towards an opponent far to its right; with 0 none does."""
+    from worldplay.policies.boxing import brawl
+
+    frame = np.full((64, 64, 3), 120, np.uint8)
+    frame[30:34, 12:15] = 255  # the player, white, on the left
+    frame[30:34, 48:51] = 0  # the opponent, black, on the right, in line
+    for share, rightwards in ((1.0, 40), (0.0, None)):
+        policy = type("attacker", (brawl,), {"ATTACK": share})()
+        moves = []
+        for seed in range(40):
+            policy.reset(seed)
+            moves.append(policy(frame))
+        right = sum(m in ("RIGHT", "RIGHTFIRE") for m in moves)
+        if rightwards is not None:
+            assert right == rightwards, moves
+        else:
+            assert right <= 8, moves  # held keys only: RIGHT or RIGHTFIRE is 2 of 18
