@@ -37,6 +37,24 @@ def test_a_shipped_world_opens_by_name_from_any_folder(tmp_path, monkeypatch):
     assert resolve_world("boxing").resolve() == (tmp_path / "boxing").resolve()  # a folder of that name wins
 
 
+def test_python_opens_a_shipped_world_by_name_as_the_command_line_does(tmp_path, monkeypatch):
+    """load_world and the environments take a shipped world's name from any folder (README "From Python"), a folder of
+    that name still wins, and an unknown name lists the shipped ones."""
+    from worldplay.env import WorldModelEnv
+    from worldplay.world import load_world
+
+    monkeypatch.chdir(tmp_path)
+    toy = load_world("toy-push")
+    assert toy.meta["name"] == "toy-push"
+    env = WorldModelEnv("toy-push", max_episode_steps=2)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == toy.frame_shape
+    shutil.copytree(default_world("toy-push"), tmp_path / "boxing")  # a folder named like a shipped world
+    assert load_world("boxing").meta["name"] == "toy-push"
+    with pytest.raises(CheckpointError, match=r"no-such-world: neither a world folder nor a shipped world"):
+        load_world("no-such-world")
+
+
 def test_an_unknown_name_lists_the_shipped_worlds(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match=r"shipped: .*boxing"):

@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx, struct
 
 from worldplay import diffusion
-from worldplay.checkpoint import read_world_meta, restore_into, verify_files
+from worldplay.checkpoint import read_world_meta, resolve_world, restore_into, verify_files
 from worldplay.compiled import hot_jit, hot_key, hot_options, world_options
 from worldplay.config import AutoencoderConfig, DynamicsConfig, RateConfig, RewardConfig, part_from_dict
 from worldplay.errors import WorldplayError
@@ -582,12 +582,13 @@ def _restore_outcome_part(
 def load_world(
     path: str | Path, *, sampling_steps: int | None = None, context_noise: float | None = None
 ) -> WorldModel:
-    """Load a world folder (see ``worldplay.checkpoint``); it needs nothing else.
+    """Load a world folder (see ``worldplay.checkpoint``), or a shipped world by name (``"boxing"``, as on the
+    command line; a folder of that name wins); it needs nothing else.
 
     ``sampling_steps`` and ``context_noise`` replace the world's own sampler settings
     (``dynamics.sampling_steps`` and the noise level of context frames at sampling).
     """
-    path = Path(path)
+    path = resolve_world(path)
     meta = read_world_meta(path)
     verify_files(path, meta.get("files", {}))  # before any weight is read: a damaged file, named in one line
     ae_cfg = part_from_dict(AutoencoderConfig, meta["autoencoder"], "autoencoder")
