@@ -134,6 +134,20 @@ def test_scoring_by_rate_needs_a_rate_model_and_says_how_to_add_one(plain_world)
         evaluate_agents(world, ["random"], starts=1, steps=2, score="points", progress=False)
 
 
+def test_eval_agents_refuses_a_wrong_policy_before_any_plays(plain_world, tmp_path, monkeypatch):
+    """A wrong name last in --policies fails at once, not after the policies before it have played."""
+    import worldplay.agents as agents
+
+    world = load_world(_with_reward(plain_world, tmp_path, bias=(0.0, 0.0, 5.0, -5.0)))
+    played = []
+    monkeypatch.setattr(agents, "play_world", lambda *a, **k: played.append(a[1]) or np.zeros(1))
+    with pytest.raises(WorldplayError, match="'nosuch': unknown policy"):
+        agents.evaluate_agents(world, ["random", "nosuch"], starts=1, steps=2, score="events", progress=False)
+    with pytest.raises(WorldplayError, match="cannot import module 'no_such_module_xyz'"):
+        agents.evaluate_agents(world, ["random", "no_such_module_xyz:act"], starts=1, steps=2, progress=False)
+    assert played == []
+
+
 def test_reward_model_is_stored_in_the_world_and_runs_in_the_frame_function(plain_world, tmp_path):
     world_dir = _with_reward(plain_world, tmp_path, bias=(0.0, 0.0, 5.0, -5.0))  # always positive, never ends
     meta = json.loads((world_dir / "world.json").read_text())

@@ -275,6 +275,10 @@ def evaluate_agents(
             f"world {world.meta.get('name', '?')!r} has no reward model, so every return would be 0; add one: "
             "worldplay train reward --config C --world FOLDER"
         )
+    from worldplay.policies import make_policy
+
+    for p in policies:  # every policy built once before any plays: a wrong name fails now, not after minutes
+        make_policy(p, world.action_names, fps=world.fps)
     t0 = time.perf_counter()
     if env is not None:
         start = real_starts(env, world.frame_shape[:2], starts, prompt, seed)
