@@ -350,7 +350,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['starts']} starts x {r['steps']} frames per policy (seed {r['seed']}); mean return with its 95% interval; "
         + _score_words(r),
         "",
-        "| policy | world return | " + ("real return | error (of the real range) |" if real else ""),
+        "| policy | world return |" + (" real return | error (of the real range) |" if real else ""),
         "|---|---:|" + ("---:|---:|" if real else ""),
     ]
     for i, p in enumerate(r["policies"]):
