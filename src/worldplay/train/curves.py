@@ -42,12 +42,11 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], float]:
 
 def reference_scores(world_path: str, cfg: Config) -> dict[str, float]:
     """A world's cheap rollout scores on the held-out windows the dynamics stage of ``cfg`` evaluates."""
-    from worldplay.checkpoint import resolve_world
     from worldplay.train.dynamics import EVAL_STREAMS, eval_window, rollout_metrics
     from worldplay.train.loop import held_out_batches
     from worldplay.world import load_world
 
-    world = load_world(resolve_world(world_path))
+    world = load_world(world_path)  # a folder or a shipped world's name
     # the windows the stage evaluates, read as frames (the stage reads its own autoencoder's latents)
     batches = held_out_batches(cfg, "dynamics", eval_window(cfg), dataset=cfg.data.dataset)
     frames = np.concatenate([b["frames"] for b in batches])[:EVAL_STREAMS]
