@@ -33,6 +33,19 @@ def _play(game, spec: str, steps: int = 300, seed: int = 0) -> tuple[float, list
     return total, actions
 
 
+def _first_moves_facing_an_opponent_to_the_right(policy, seeds: int = 40) -> list:
+    """The first action of ``policy`` reset to each of ``seeds`` seeds, on a frame with the player (white) on the left
+    and the opponent (black) far to its right, in line."""
+    frame = np.full((64, 64, 3), 120, np.uint8)
+    frame[30:34, 12:15] = 255
+    frame[30:34, 48:51] = 0
+    moves = []
+    for seed in range(seeds):
+        policy.reset(seed)
+        moves.append(policy(frame))
+    return moves
+
+
 def test_the_boxers_are_found_where_the_game_puts_them(game):
     me, other = boxers(game.reset(0))
     assert me is not None and other is not None
@@ -77,13 +90,7 @@ def test_brawl_mixes_held_keys_with_attacks_that_close_in_and_punch(game):
     assert runs.max() >= 20  # and holds a key for long stretches
     # in an attack it walks towards an opponent far to its right (here: a segment seeded to attack)
     policy = make_policy("worldplay.policies.boxing:brawl", game.action_names)
-    frame = np.full((64, 64, 3), 120, np.uint8)
-    frame[30:34, 12:15] = 255  # the player, white, on the left
-    frame[30:34, 48:51] = 0  # the opponent, black, on the right, in line
-    moves = []
-    for seed in range(40):
-        policy.reset(seed)
-        moves.append(game.action_names[policy(frame)])
+    moves = [game.action_names[a] for a in _first_moves_facing_an_opponent_to_the_right(policy)]
     right = sum(m in ("RIGHT", "RIGHTFIRE") for m in moves)  # attacks, and 2 of 18 held keys
     left = sum("LEFT" in m for m in moves)  # held keys only (6 of 18)
     assert right >= 12 and left < right / 2, moves  # about half the segments attack, all of them rightwards
@@ -94,17 +101,7 @@ def test_a_brawl_subclass_sets_its_share_of_attacks(game):
     segment attacks, so from every seed it walks towards an opponent far to its right; with 0 none does."""
     from worldplay.policies.boxing import brawl
 
-    frame = np.full((64, 64, 3), 120, np.uint8)
-    frame[30:34, 12:15] = 255  # the player, white, on the left
-    frame[30:34, 48:51] = 0  # the opponent, black, on the right, in line
-    for share, rightwards in ((1.0, 40), (0.0, None)):
-        policy = type("attacker", (brawl,), {"ATTACK": share})()
-        moves = []
-        for seed in range(40):
-            policy.reset(seed)
-            moves.append(policy(frame))
-        right = sum(m in ("RIGHT", "RIGHTFIRE") for m in moves)
-        if rightwards is not None:
-            assert right == rightwards, moves
-        else:
-            assert right <= 8, moves  # held keys only: RIGHT or RIGHTFIRE is 2 of 18
+    attacks = _first_moves_facing_an_opponent_to_the_right(type("attacker", (brawl,), {"ATTACK": 1.0})())
+    assert sum(m in ("RIGHT", "RIGHTFIRE") for m in attacks) == 40, attacks
+    holds = _first_moves_facing_an_opponent_to_the_right(type("holder", (brawl,), {"ATTACK": 0.0})())
+    assert sum(m in ("RIGHT", "RIGHTFIRE") for m in holds) <= 8, holds  # held keys only: 2 of 18 go right
